@@ -1,0 +1,1 @@
+"""Base-model bootstrap (offline) and the trained-model on-disk format."""
