@@ -1,0 +1,49 @@
+"""Batched forward passes shared by training (dev evaluation) and serving."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import os
+
+import torch
+
+
+def physical_cores() -> int:
+    """Physical cores (not hyper-threads): GEMM-bound torch work gets slower, not faster, past them."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            pairs, phys = set(), "0"
+            for line in fh:
+                if line.startswith("physical id"):
+                    phys = line.split(":", 1)[1].strip()
+                elif line.startswith("core id"):
+                    pairs.add((phys, line.split(":", 1)[1].strip()))
+        if pairs:
+            return len(pairs)
+    except OSError:
+        pass
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, so dynamic padding wastes little compute."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def batched_logits(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 64
+) -> torch.Tensor:
+    """Logits (n, num_labels) in input order; texts are truncated to max_length (callers window long ones)."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    ids = enc["input_ids"]
+    out = torch.empty(len(ids), model.config.num_labels)
+    was_training = model.training
+    model.eval()
+    for batch in length_sorted_batches([len(x) for x in ids], batch_size):
+        padded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+        out[batch] = model(**padded).logits.float()
+    model.train(was_training)
+    return out

