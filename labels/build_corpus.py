@@ -1,6 +1,6 @@
 """Assemble labels/corpus.jsonl from the raw annotation files, in three steps.
 
-    python labels/build_corpus.py blind        # raw/writer_K.jsonl -> raw/blind_K.jsonl (id + text only)
+    python labels/build_corpus.py blind [K..]  # raw/writer_K.jsonl -> raw/blind_K.jsonl (id + text only)
     python labels/build_corpus.py disagreements  # after raw/annot_K.jsonl exist: raw/disagreements.jsonl
     python labels/build_corpus.py build        # + raw/adjudication.jsonl -> corpus.jsonl, kappa, stats
 
@@ -40,10 +40,12 @@ def write_jsonl(path: Path, rows) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
-def blind() -> None:
+def blind(*writers: str) -> None:
+    """Annotator input for the given writers (all when none is named): ids and texts, shuffled."""
     by_writer = defaultdict(list)
     for r in writer_rows():
-        by_writer[r["writer"]].append({"id": r["id"], "text": r["text"]})
+        if not writers or r["writer"] in writers:
+            by_writer[r["writer"]].append({"id": r["id"], "text": r["text"]})
     for k, rows in by_writer.items():
         random.Random(f"{SEED}-{k}").shuffle(rows)  # annotators see no writer order either
         write_jsonl(RAW / f"blind_{k}.jsonl", rows)
@@ -152,4 +154,4 @@ def build() -> None:
 
 
 if __name__ == "__main__":
-    {"blind": blind, "disagreements": disagreements, "build": build}[sys.argv[1]]()
+    {"blind": blind, "disagreements": disagreements, "build": build}[sys.argv[1]](*sys.argv[2:])

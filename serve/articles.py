@@ -1,0 +1,158 @@
+"""Score whole articles: split into statements, classify them, summarise the article's stance.
+
+Streaming: articles are read from the iterable in bounded chunks (enough statements for a few
+batches, or at most as many articles), scored, yielded, and only then is the next chunk read, so a
+generator of a million articles is never held in memory. Exactly one record comes out per article,
+in input order; a bad article gives an error record instead of stopping the run.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sized
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ..model.labels import LABELS
+from .classifier import Prediction, StanceClassifier
+from .segment import Segmenter, Statement, default_segmenter
+
+# A chunk ends once it holds this many batches' worth of statements, or this many batches' worth
+# of articles (so a stream of empty articles stays bounded too).
+CHUNK_BATCHES = 4
+# Dominant-stance rule: at least MIN_EVIDENCE pro/anti statements, and the larger side at least
+# MARGIN times the smaller one; fewer stance statements -> "neutral", no clear margin -> "mixed".
+MIN_EVIDENCE = 2
+MARGIN = 2
+
+
+def score_articles(
+    articles: Iterable[Any],
+    model: StanceClassifier | str | Path | None = None,
+    *,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Yield one record per article, in order, reading ``articles`` lazily.
+
+    An article is a ``str`` (its id is its position in the input) or a mapping with ``text`` and
+    optionally ``id``; its other keys are passed through under the same names (``statements``,
+    ``summary`` and ``error`` are ours). A record is ``{"id", ..., "statements": [...],
+    "summary": {...}}``, or ``{"id", ..., "error": "TypeError: ..."}`` for an unusable article. A
+    mapping with an ``error`` and no ``text`` (an upstream failure, e.g. a file that could not be
+    read) is passed through unchanged. ``model`` is a loaded classifier, a model dir, or ``None``
+    for the default model (loaded now, not at the first ``next()``).
+    """
+    clf = model if isinstance(model, StanceClassifier) else StanceClassifier.load(model)
+    return _stream(clf, articles, batch_size or clf.batch_size, progress)
+
+
+def summarize(statements: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, shares, stance index, dominant stance and strongest pro/anti statement of an article."""
+    n = len(statements)
+    counts = {label: 0 for label in LABELS}
+    for statement in statements:
+        counts[statement["label"]] += 1
+    pro, anti = counts["pro"], counts["anti"]
+    return {
+        "n_statements": n,
+        "counts": counts,
+        "shares": {label: counts[label] / n if n else 0.0 for label in LABELS},
+        "stance_index": (pro - anti) / (pro + anti) if pro + anti else None,
+        "dominant": dominant_stance(pro, anti),
+        "strongest_pro": _strongest(statements, "pro"),
+        "strongest_anti": _strongest(statements, "anti"),
+    }
+
+
+def dominant_stance(pro: int, anti: int) -> str:
+    """``pro``/``anti`` only on enough evidence and a clear majority (see MIN_EVIDENCE, MARGIN)."""
+    if pro + anti < MIN_EVIDENCE:
+        return "neutral"
+    if pro >= MARGIN * anti:
+        return "pro"
+    if anti >= MARGIN * pro:
+        return "anti"
+    return "mixed"
+
+
+def _strongest(statements: list[dict[str, Any]], label: str) -> dict[str, Any] | None:
+    """The statement labelled ``label`` with the highest probability for it, or None."""
+    candidates = [(s["scores"][label], i) for i, s in enumerate(statements) if s["label"] == label]
+    if not candidates:
+        return None
+    score, i = max(candidates)
+    s = statements[i]
+    return {"index": i, "text": s["text"], "start": s["start"], "end": s["end"], "score": score}
+
+
+def _stream(
+    clf: StanceClassifier, articles: Iterable[Any], batch_size: int, progress: bool
+) -> Iterator[dict[str, Any]]:
+    """Read a bounded chunk, score its statements in one ``predict`` call, yield its records, repeat."""
+    bound = CHUNK_BATCHES * batch_size
+    segmenter = default_segmenter()
+    source = iter(articles)
+    position = 0
+    total = len(articles) if isinstance(articles, Sized) else None
+    with tqdm(desc="scoring", total=total, unit=" articles", file=sys.stderr, disable=not progress) as bar:
+        while True:
+            chunk: list[tuple[dict[str, Any], list[Statement] | None]] = []
+            n_statements = 0
+            for article in source:
+                record, statements = _prepare(article, position, segmenter)
+                position += 1
+                chunk.append((record, statements))
+                n_statements += len(statements or ())
+                if len(chunk) >= bound or n_statements >= bound:
+                    break
+            if not chunk:
+                return
+            texts = [s.text for _, statements in chunk for s in statements or ()]
+            predictions = iter(clf.predict(texts, batch_size=batch_size))
+            for record, statements in chunk:
+                if statements is not None:
+                    scored = [_statement_record(s, next(predictions)) for s in statements]
+                    record["statements"] = scored
+                    record["summary"] = summarize(scored)
+                bar.update()
+                yield record
+
+
+def _prepare(
+    article: Any, position: int, segmenter: Segmenter
+) -> tuple[dict[str, Any], list[Statement] | None]:
+    """The record to fill and the article's statements; statements None means the record is final."""
+    if isinstance(article, str):
+        return {"id": position}, segmenter.split(article)
+    if not isinstance(article, Mapping):
+        message = f"article at position {position} is {type(article).__name__}, expected str or a mapping with 'text'"
+        return {"id": position, "error": f"TypeError: {message}"}, None
+    if "text" not in article and "error" in article:
+        return dict(article), None
+    record = {"id": position if article.get("id") is None else article["id"]}
+    record.update((k, v) for k, v in article.items() if k not in ("id", "text", "error"))
+    text = article.get("text")
+    if "text" not in article:
+        record["error"] = f"KeyError: article at position {position} has no 'text'"
+    elif not isinstance(text, str):
+        record["error"] = f"TypeError: text at position {position} is {type(text).__name__}, expected str"
+    else:
+        try:
+            return record, segmenter.split(text)
+        except Exception as exc:  # one odd text must not end a million-article run
+            record["error"] = f"{type(exc).__name__}: segmenting article at position {position}: {exc}"
+    return record, None
+
+
+def _statement_record(statement: Statement, prediction: Prediction) -> dict[str, Any]:
+    return {
+        "text": statement.text,
+        "start": statement.start,
+        "end": statement.end,
+        "label": prediction.label,
+        "scores": prediction.scores,
+        "confidence": prediction.confidence,
+        "n_windows": prediction.n_windows,
+    }

@@ -1,0 +1,243 @@
+"""``StanceClassifier``: calibrated stance predictions for German statements, fast on a CPU.
+
+Speed comes from the usual serving tricks: texts are sorted by token length and batched with
+dynamic padding (little compute wasted on padding), forward passes run under
+``torch.inference_mode`` with as many torch threads as physical cores, and results are put back in
+input order. A text longer than the model's window is never truncated silently: it is split into
+overlapping token windows whose calibrated probabilities are averaged; ``Prediction.n_windows``
+says how many were used.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model.format import ModelMeta, ModelNotFoundError, load_classifier
+from ..model.inference import length_sorted_batches, physical_cores
+from ..model.labels import LABELS
+from ..model.paths import default_model_dir
+from . import PRECISIONS
+
+BUILD_COMMAND = "make demo"
+# Consecutive windows of a long text share a quarter of their tokens, so no sentence is only ever
+# seen cut in half at a window edge.
+_WINDOW_OVERLAP = 0.25
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's stance: the argmax label, calibrated scores (keys in ``LABELS`` order), their max."""
+
+    label: str
+    scores: dict[str, float]
+    confidence: float
+    n_windows: int = 1
+
+
+class StanceClassifier:
+    """A trained model directory wrapped for inference; build it with :meth:`load`."""
+
+    classes_: tuple[str, ...] = LABELS
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        meta: ModelMeta,
+        *,
+        batch_size: int = 32,
+        threads: int | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "bf16" and not _has_fast_bf16():
+            warnings.warn(
+                "this CPU has no native bf16 (avx512_bf16/amx); bf16 autocast will likely be slower than fp32",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self.model = _quantize_int8(model) if precision == "int8" else model
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.batch_size = batch_size
+        self.threads = threads or _default_threads()
+        self.precision = precision
+        label2col = {str(label): int(i) for i, label in model.config.id2label.items()}
+        self._columns = torch.tensor([label2col[label] for label in LABELS])
+        self._prefix, self._suffix = _special_tokens(tokenizer)
+        self._window = meta.max_length - len(self._prefix) - len(self._suffix)
+        if self._window < 1:
+            raise ValueError(f"max_length {meta.max_length} leaves no room for text between special tokens")
+        self._step = max(1, self._window - int(self._window * _WINDOW_OVERLAP))
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        *,
+        batch_size: int = 32,
+        threads: int | None = None,
+        precision: str = "fp32",
+    ) -> StanceClassifier:
+        """Load a trained model dir (default: ``default_model_dir()``, honouring ``$EXPORTSTANCE_MODEL``).
+
+        ``threads`` defaults to the number of physical cores; ``precision`` is ``fp32`` (default),
+        ``bf16`` (autocast; only fast on CPUs with native bf16) or ``int8`` (dynamic quantisation of
+        the Linear layers).
+        """
+        path = Path(path).expanduser() if path is not None else default_model_dir()
+        try:
+            model, tokenizer, meta = load_classifier(path)
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(
+                f"{exc}. Build the default model with `{BUILD_COMMAND}` (or `exportstance train`)."
+            ) from None
+        return cls(model, tokenizer, meta, batch_size=batch_size, threads=threads, precision=precision)
+
+    def predict(self, texts: Iterable[str], *, batch_size: int | None = None) -> list[Prediction]:
+        """One :class:`Prediction` per text, in input order."""
+        probs, n_windows = self._proba(texts, batch_size)
+        predictions = []
+        for row, windows in zip(probs.tolist(), n_windows.tolist()):
+            best = max(range(len(LABELS)), key=row.__getitem__)
+            predictions.append(Prediction(LABELS[best], dict(zip(LABELS, row)), row[best], windows))
+        return predictions
+
+    def predict_proba(self, texts: Iterable[str], *, batch_size: int | None = None) -> np.ndarray:
+        """Calibrated probabilities, shape (n, 3), columns in ``classes_`` order (as in scikit-learn)."""
+        return self._proba(texts, batch_size)[0]
+
+    def score_articles(
+        self, articles: Iterable[Any], *, batch_size: int | None = None, progress: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Stream article records; see :func:`exportstance.serve.articles.score_articles`."""
+        from .articles import score_articles
+
+        return score_articles(articles, model=self, batch_size=batch_size, progress=progress)
+
+    def _proba(self, texts: Iterable[str], batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities in LABELS order, windows per text); long texts are windowed, never truncated."""
+        texts = _checked(texts)
+        n = len(texts)
+        if n == 0:
+            return np.empty((0, len(LABELS))), np.empty(0, dtype=np.int64)
+        content = self.tokenizer(
+            texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
+        )["input_ids"]
+        windows: list[list[int]] = []
+        owner: list[int] = []
+        for i, ids in enumerate(content):
+            for part in self._split(ids):
+                windows.append(self._prefix + part + self._suffix)
+                owner.append(i)
+        logits = self._forward(windows, batch_size or self.batch_size).double()
+        window_probs = torch.softmax(logits / self.meta.temperature, dim=-1).numpy()
+        owners = np.asarray(owner)
+        n_windows = np.bincount(owners, minlength=n)
+        probs = np.zeros((n, len(LABELS)))
+        np.add.at(probs, owners, window_probs)
+        return probs / n_windows[:, None], n_windows
+
+    def _split(self, ids: list[int]) -> list[list[int]]:
+        """Overlapping windows covering every token; the last one ends exactly at the text's end."""
+        if len(ids) <= self._window:
+            return [ids]
+        last = len(ids) - self._window
+        starts = list(range(0, last, self._step)) + [last]
+        return [ids[s : s + self._window] for s in starts]
+
+    def _forward(self, windows: Sequence[list[int]], batch_size: int) -> torch.Tensor:
+        """Logits (m, 3) in LABELS order, computed in length-sorted, dynamically padded batches."""
+        out = torch.empty(len(windows), len(LABELS))
+        with self._runtime():
+            for batch in length_sorted_batches([len(w) for w in windows], batch_size):
+                width = max(len(windows[i]) for i in batch)
+                input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    input_ids[row, : len(windows[i])] = torch.tensor(windows[i])
+                    mask[row, : len(windows[i])] = 1
+                logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+                out[batch] = logits[:, self._columns]
+        return out
+
+    @contextlib.contextmanager
+    def _runtime(self) -> Iterator[None]:
+        """Threads, inference mode and (if asked) bf16 autocast for one call; torch's thread count is restored."""
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        autocast = (
+            torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16" else contextlib.nullcontext()
+        )
+        try:
+            with torch.inference_mode(), autocast:
+                yield
+        finally:
+            torch.set_num_threads(previous)
+
+
+def _checked(texts: Iterable[str]) -> list[str]:
+    """The texts as a list; a non-str item is a TypeError naming its position."""
+    if isinstance(texts, str):
+        raise TypeError("expected a list of texts, got a single str (wrap it in a list)")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text at position {i} is {type(text).__name__}, expected str")
+    return texts
+
+
+def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text ([CLS] ... [SEP], <s> ... </s>)."""
+    probe = "Exportkontrollen"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start], full[start + len(bare) :]
+    raise ValueError("cannot locate the text between the tokenizer's special tokens")
+
+
+def _default_threads() -> int:
+    """Physical cores, but no more than the CPUs this process may run on (containers, taskset)."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else physical_cores()
+    return max(1, min(physical_cores(), allowed))
+
+
+def _has_fast_bf16() -> bool:
+    """Native bf16 matmul (AVX512-BF16 or AMX); without it autocast emulates bf16 and is slow."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def _quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per batch)."""
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as exc:  # pragma: no cover - depends on the torch build
+        raise RuntimeError("precision='int8' needs torch.ao.quantization.quantize_dynamic") from exc
+    with warnings.catch_warnings():
+        # torch announces the move of eager-mode quantisation to torchao; the user asked for int8.
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -1,0 +1,195 @@
+"""``exportstance score`` (batch-score files) and ``exportstance demo`` (score the bundled examples).
+
+Heavy imports (torch, transformers) happen inside the commands, so ``exportstance --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..model.labels import LABELS
+from . import PRECISIONS
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = REPO / "examples"
+SEEDS_DIR = REPO.parent / "shared" / "seeds"
+
+
+def register(subparsers: Any) -> None:
+    score = subparsers.add_parser(
+        "score",
+        help="score articles (.txt files, directories, JSONL, CSV) into JSONL or CSV",
+        description="Split each article into statements, classify them (pro/anti/neutral) and write one "
+        "record per article (JSONL) or one row per statement (CSV). Exit status 1 if any item failed.",
+    )
+    score.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=".txt/.jsonl/.csv file or directory")
+    score.add_argument("-o", "--output", required=True, type=Path, help="output file (appended per article)")
+    score.add_argument("--format", choices=("jsonl", "csv"), help="default: from the output suffix, else jsonl")
+    score.add_argument("--resume", action="store_true", help="skip ids already in OUTPUT and append the rest")
+    _model_arguments(score)
+    score.set_defaults(func=run_score)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="score examples/ (and ../shared/seeds) with the default model and print a summary",
+        description="Score the repository's example articles and, if present, the seed articles; writes "
+        "OUT/demo_examples.jsonl and OUT/demo_seeds.jsonl. Needs a built model (`make demo` builds it).",
+    )
+    demo.add_argument("--out", type=Path, default=Path("out"), help="output directory (default: out)")
+    demo.add_argument("--seeds", type=Path, help=f"seed articles directory (default: {SEEDS_DIR} if present)")
+    _model_arguments(demo)
+    demo.set_defaults(func=run_demo)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="trained model dir (default: $EXPORTSTANCE_MODEL or the built one)")
+    parser.add_argument("--batch-size", type=_positive, default=32)
+    parser.add_argument("--threads", type=_positive, help="torch threads (default: physical cores)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 needs a CPU with native bf16")
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def run_score(args: argparse.Namespace) -> int:
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"exportstance score: no such file or directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    clf = _load(args)
+    if clf is None:
+        return 1
+    from . import io
+    from .articles import score_articles
+
+    fmt = args.format or ("csv" if args.output.suffix.lower() == ".csv" else "jsonl")
+    stats = Stats()
+    with io.open_writer(args.output, fmt, resume=args.resume) as writer:
+        todo = _skip_done(io.iter_articles(args.paths, exclude=args.output), writer.done, stats)
+        try:
+            for record in score_articles(todo, model=clf, progress=True):
+                writer.write(record)
+                stats.add(record)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; finished articles are in {args.output}, continue with --resume", file=sys.stderr)
+            print(stats.table())
+            return 130
+    print(stats.table())
+    return 1 if stats.failed else 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    if args.seeds is not None and not args.seeds.is_dir():
+        print(f"exportstance demo: no seeds directory {args.seeds}", file=sys.stderr)
+        return 2
+    sources = {"examples": EXAMPLES_DIR, "seeds": args.seeds or (SEEDS_DIR if SEEDS_DIR.is_dir() else None)}
+    if sources["seeds"] is None:
+        print(f"(no seed articles at {SEEDS_DIR}; scoring examples only)")
+    clf = _load(args)
+    if clf is None:
+        return 1
+    from .articles import score_articles
+    from .io import JsonlWriter, iter_articles
+
+    failed = 0
+    for name, directory in sources.items():
+        if directory is None:
+            continue
+        out = args.out / f"demo_{name}.jsonl"
+        print(f"\n== {name}: {directory} -> {out}")
+        stats = Stats()
+        with JsonlWriter(out) as writer:
+            for record in score_articles(iter_articles([directory]), model=clf):
+                writer.write(record)
+                stats.add(record)
+                print(describe(record))
+        print(stats.table())
+        failed += stats.failed
+    return 1 if failed else 0
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """The classifier, or None after printing why not (a missing model names the command that builds it)."""
+    from transformers.utils import logging as hf_logging
+
+    from ..model.format import ModelNotFoundError
+    from .classifier import StanceClassifier
+
+    hf_logging.disable_progress_bar()  # the "Loading weights" bar is noise in a batch command's output
+    try:
+        return StanceClassifier.load(
+            args.model, batch_size=args.batch_size, threads=args.threads, precision=args.precision
+        )
+    except ModelNotFoundError as exc:
+        print(f"exportstance {args.command}: {exc}", file=sys.stderr)
+        return None
+
+
+def _skip_done(articles: Iterable[dict[str, Any]], done: set[str], stats: Stats) -> Iterator[dict[str, Any]]:
+    """Articles whose id is not yet in the output (``--resume``); counts the skipped ones."""
+    from .io import record_key
+
+    for article in articles:
+        if done and record_key(article.get("id")) in done:
+            stats.skipped += 1
+        else:
+            yield article
+
+
+class Stats:
+    """Running totals for the end-of-run table."""
+
+    def __init__(self) -> None:
+        self.articles = 0
+        self.failed = 0
+        self.skipped = 0
+        self.labels: Counter[str] = Counter()
+
+    def add(self, record: dict[str, Any]) -> None:
+        if "error" in record:
+            self.failed += 1
+        else:
+            self.articles += 1
+            self.labels.update(s["label"] for s in record["statements"])
+
+    def table(self) -> str:
+        n = sum(self.labels.values())
+        lines = [
+            f"{'articles':<12}{self.articles:>8}",
+            f"{'failed':<12}{self.failed:>8}",
+            *([f"{'skipped':<12}{self.skipped:>8}  (already in output)"] if self.skipped else []),
+            f"{'statements':<12}{n:>8}",
+            *(f"  {label:<10}{self.labels[label]:>8}  {self.labels[label] / n if n else 0:6.1%}" for label in LABELS),
+        ]
+        return "\n".join(lines)
+
+
+def describe(record: dict[str, Any], width: int = 100) -> str:
+    """A few readable lines about one scored article (or its error)."""
+    if "error" in record:
+        return f"{record['id']}: ERROR {record['error']}"
+    summary = record["summary"]
+    shares = "  ".join(f"{label} {summary['shares'][label]:.0%}" for label in LABELS)
+    index = "n/a" if summary["stance_index"] is None else f"{summary['stance_index']:+.2f}"
+    lines = [
+        f"{record['id']}: {summary['n_statements']} statements  {shares}  "
+        f"stance index {index}  dominant {summary['dominant']}"
+    ]
+    for label, sign in (("pro", "+"), ("anti", "-")):
+        strongest = summary[f"strongest_{label}"]
+        if strongest:
+            lines.append(f"   {sign} {_shorten(strongest['text'], width)} ({strongest['score']:.2f})")
+    return "\n".join(lines)
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"

@@ -1,0 +1,41 @@
+"""The real path on a small budget: offline base model -> short fine-tune on a corpus slice -> score an article."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+from exportstance.model.labels import LABELS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def short_finetune(tmp_path_factory):
+    from exportstance.training.args import DEFAULT_CONFIG, TrainingArguments
+    from exportstance.training.trainer import train
+
+    args = TrainingArguments.from_toml(DEFAULT_CONFIG, {
+        "output_dir": str(tmp_path_factory.mktemp("e2e") / "model"),
+        "max_train_samples": 160, "epochs": 1.0, "max_length": 64, "batch_size": 16,
+    })
+    return train(args, progress=False)
+
+
+def test_short_finetune_of_the_real_base_model(short_finetune):
+    r = short_finetune
+    assert r.n_train == 160 and r.best_epoch == 1
+    assert 0.0 <= r.dev_macro_f1 <= 1.0 and r.temperature > 0
+    assert (r.output_dir / "model.safetensors").stat().st_size > 100_000_000  # the full e5-small body
+
+
+def test_real_model_scores_an_example_article(short_finetune):
+    from exportstance import StanceClassifier
+
+    clf = StanceClassifier.load(short_finetune.output_dir)
+    text = (REPO / "examples" / "01_lizenzdeal.txt").read_text(encoding="utf-8")
+    (article,) = list(clf.score_articles([{"id": "lizenzdeal", "text": text}]))
+    assert article["id"] == "lizenzdeal" and len(article["statements"]) >= 8
+    for s in article["statements"]:
+        assert text[s["start"]:s["end"]] == s["text"] and s["label"] in LABELS
+        assert abs(sum(s["scores"].values()) - 1.0) < 1e-4
+    assert sum(article["summary"]["counts"].values()) == len(article["statements"])

@@ -1,0 +1,80 @@
+"""Statement segmentation: German abbreviations, quotes, headlines, bullets, exact offsets."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exportstance.serve.segment import default_segmenter
+
+
+def split(text: str) -> list[str]:
+    statements = default_segmenter().split(text)
+    assert all(text[s.start : s.end] == s.text for s in statements)
+    return [s.text for s in statements]
+
+
+def test_abbreviations_and_dates_do_not_end_a_statement():
+    text = "Z. B. meldete Dr. Müller am 28. November höhere Umsätze. Danach fiel die Aktie um 2,1 Prozent."
+    assert split(text) == [
+        "Z. B. meldete Dr. Müller am 28. November höhere Umsätze.",
+        "Danach fiel die Aktie um 2,1 Prozent.",
+    ]
+
+
+def test_a_quotation_stays_with_its_speaker():
+    text = "„Wer aussperrt, verliert. Das ist klar“, sagte Huang. Der Kongress widerspricht."
+    assert split(text) == ["„Wer aussperrt, verliert. Das ist klar“, sagte Huang.", "Der Kongress widerspricht."]
+    assert split("Er sagte: »Wir handeln. Sofort.« Dann ging er.") == [
+        "Er sagte: »Wir handeln. Sofort.«",
+        "Dann ging er.",
+    ]
+
+
+def test_headline_is_its_own_statement():
+    text = "Washington lockert Chip-Exporte\r\nDie US-Regierung erlaubt den Verkauf. Peking schweigt.\n\nNeuer Absatz."
+    assert split(text) == [
+        "Washington lockert Chip-Exporte",
+        "Die US-Regierung erlaubt den Verkauf.",
+        "Peking schweigt.",
+        "Neuer Absatz.",
+    ]
+
+
+def test_bullet_lines_are_statements_without_their_marker():
+    text = "Die Forderungen:\n- Schmuggel härter verfolgen\n- Lizenzen strenger prüfen\n• Verbündete einbinden"
+    assert split(text) == [
+        "Die Forderungen:",
+        "Schmuggel härter verfolgen",
+        "Lizenzen strenger prüfen",
+        "Verbündete einbinden",
+    ]
+
+
+def test_a_hard_wrapped_sentence_is_joined():
+    text = "Die Regierung will die Kontrollen\nverschärfen, sagte der Minister.\nDer Handel protestiert."
+    assert split(text) == ["Die Regierung will die Kontrollen\nverschärfen, sagte der Minister.", "Der Handel protestiert."]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\n \t\n", "\u2028"])
+def test_blank_text_has_no_statements(text):
+    assert split(text) == []
+
+
+_PIECES = st.sampled_from(
+    ["Dr.", "z. B.", "28.", "November", "Die", "Sperren", "wirken", "sagte", "er", "„", "“", "»", "«", '"',
+     ".", "!", "?", ":", ",", "…", " ", "  ", "\n", "\n\n", "\r\n", "\u2028", "- ", "• ", "\t", "klein", "USA"]
+)
+_TEXTS = st.one_of(st.text(max_size=200), st.lists(_PIECES, max_size=60).map("".join))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_TEXTS)
+def test_offsets_are_exact_ordered_and_disjoint(text):
+    statements = default_segmenter().split(text)
+    previous_end = 0
+    for s in statements:
+        assert text[s.start : s.end] == s.text
+        assert previous_end <= s.start < s.end
+        assert s.text.strip() and "\n\n" not in s.text
+        previous_end = s.end
