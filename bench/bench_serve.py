@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, nargs="+", help="JSONL (text key) or .txt (one statement per line)")
     parser.add_argument("--n", type=int, default=1000, help="statements to score (corpus repeated if shorter)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, help="torch threads in every mode (default: physical cores)")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes per mode; the best counts (shared CPUs)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
@@ -53,7 +54,11 @@ def report(args: argparse.Namespace) -> int:
     results = {}
     for mode in args.modes.split(","):
         command = [sys.executable, __file__, "--worker", mode, "--model", str(args.model), "--n", str(args.n),
-                   "--batch-size", str(args.batch_size), "--repeat", str(args.repeat), *(["--corpus", *map(str, args.corpus)] if args.corpus else [])]
+                   "--batch-size", str(args.batch_size), "--repeat", str(args.repeat)]
+        if args.corpus:
+            command += ["--corpus", *map(str, args.corpus)]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             results[mode] = {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -63,7 +68,8 @@ def report(args: argparse.Namespace) -> int:
     print(f"{len(texts)} statements, {platform.machine()}, model {args.model}")
     if "import_s" in fp32:
         print(f"{fp32['threads']} torch threads, cpu capability {fp32['cpu']}, native bf16: {fp32['native_bf16']}")
-        print(f"cold start (fresh python): imports {fp32['import_s']:.2f} s + StanceClassifier.load {fp32['load_s']:.2f} s")
+        print(f"cold start (fresh python): imports {fp32['import_s']:.2f} s "
+              f"+ StanceClassifier.load {fp32['load_s']:.2f} s")
     naive = results.get("pipeline", {}).get("rate")
     print(f"\n{'mode':<28}{'statements/s':>13}{'vs naive':>10}{'agree fp32':>12}{'peak RSS':>10}")
     for mode, result in results.items():
@@ -85,30 +91,36 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
     import torch
     import transformers  # noqa: F401  (counted in the cold start)
 
-    from exportstance.serve.classifier import StanceClassifier, _default_threads, _has_fast_bf16
+    from exportstance.serve.classifier import StanceClassifier, default_threads, has_native_bf16
 
     imported = time.perf_counter()
     texts = load_corpus(args.corpus, args.n)
-    result: dict = {"threads": _default_threads(), "cpu": torch.backends.cpu.get_cpu_capability(),
-                    "native_bf16": _has_fast_bf16()}
+    result: dict = {"threads": args.threads or default_threads(), "cpu": torch.backends.cpu.get_cpu_capability(),
+                    "native_bf16": has_native_bf16()}
     if mode == "pipeline":
         from transformers import pipeline
 
         torch.set_num_threads(result["threads"])
         pipe = pipeline("text-classification", model=str(args.model), device="cpu")
         pipe(texts[0], truncation=True)
-        score = lambda: [pipe(text, truncation=True)[0]["label"] for text in texts]  # noqa: E731
+
+        def score() -> list[str]:
+            return [pipe(text, truncation=True)[0]["label"] for text in texts]
     else:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the bf16-without-native-support warning: this is the measurement
-            clf = StanceClassifier.load(args.model, batch_size=args.batch_size, precision=mode)
+            clf = StanceClassifier.load(
+                args.model, batch_size=args.batch_size, threads=result["threads"], precision=mode
+            )
         result.update(import_s=imported - start, load_s=time.perf_counter() - imported)
         if mode == "bf16" and not result["native_bf16"]:
             texts = texts[:SLOW_BF16_TEXTS]
         clf.predict(texts[: args.batch_size])  # warm-up: the first call pays one-off allocations
-        score = lambda: [p.label for p in clf.predict(texts)]  # noqa: E731
+
+        def score() -> list[str]:
+            return [p.label for p in clf.predict(texts)]
     seconds = []
     for _ in range(max(1, args.repeat)):
         t0 = time.perf_counter()

@@ -63,7 +63,7 @@ class StanceClassifier:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if precision == "bf16" and not _has_fast_bf16():
+        if precision == "bf16" and not has_native_bf16():
             warnings.warn(
                 "this CPU has no native bf16 (avx512_bf16/amx); bf16 autocast will likely be slower than fp32",
                 RuntimeWarning,
@@ -73,7 +73,7 @@ class StanceClassifier:
         self.tokenizer = tokenizer
         self.meta = meta
         self.batch_size = batch_size
-        self.threads = threads or _default_threads()
+        self.threads = threads or default_threads()
         self.precision = precision
         label2col = {str(label): int(i) for i, label in model.config.id2label.items()}
         self._columns = torch.tensor([label2col[label] for label in LABELS])
@@ -212,13 +212,13 @@ def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
     raise ValueError("cannot locate the text between the tokenizer's special tokens")
 
 
-def _default_threads() -> int:
+def default_threads() -> int:
     """Physical cores, but no more than the CPUs this process may run on (containers, taskset)."""
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else physical_cores()
     return max(1, min(physical_cores(), allowed))
 
 
-def _has_fast_bf16() -> bool:
+def has_native_bf16() -> bool:
     """Native bf16 matmul (AVX512-BF16 or AMX); without it autocast emulates bf16 and is slow."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
@@ -232,7 +232,9 @@ def _has_fast_bf16() -> bool:
 
 
 def _quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per batch)."""
+    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per batch).
+
+    Modifies ``model`` in place (``load`` owns it; a caller passing its own model gives it up)."""
     try:
         from torch.ao.quantization import quantize_dynamic
     except ImportError as exc:  # pragma: no cover - depends on the torch build
@@ -240,4 +242,5 @@ def _quantize_int8(model: Any) -> Any:
     with warnings.catch_warnings():
         # torch announces the move of eager-mode quantisation to torchao; the user asked for int8.
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        # in place: a deep copy would hold the fp32 model twice at load time
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)

@@ -1,8 +1,9 @@
 """Files in and out for ``exportstance score``: article readers and crash-safe, resumable writers.
 
-Inputs: ``.txt`` (one article per file), ``.jsonl`` (one article object per line) and ``.csv``
-(header with ``id`` and ``text``), given as files or found recursively in directories. A file or
-line that cannot be used becomes an error record naming file and line; reading goes on.
+Inputs: ``.txt`` (one article per file; UTF-8 decoded as is, without newline translation, so
+offsets index the file's text), ``.jsonl`` (one article object per line) and ``.csv`` (header with
+``id`` and ``text``), given as files or found recursively in directories. A file or line that
+cannot be used becomes an error record naming file and line; reading goes on.
 
 Outputs are appended one article at a time and flushed, so a killed run loses at most the
 article being written, and ``resume`` drops such a partial tail before carrying on: every id ends
@@ -25,6 +26,8 @@ CSV_COLUMNS = (
     "article_id", "statement", "start", "end", "label", *(f"p_{label}" for label in LABELS), "text", "error"
 )
 _LINE_BREAKS = {ord(c): " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+# Valid unescaped in JSON, but line breaks to str.splitlines() and JavaScript: escape them.
+_JSON_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
 # csv's default field limit (128 KiB) is smaller than a long article.
 csv.field_size_limit(2**31 - 1)
 
@@ -199,7 +202,7 @@ class JsonlWriter(_Writer):
         self._fh = path.open("a" if resume else "w", encoding="utf-8", newline="\n")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.write(json.dumps(record, ensure_ascii=False).translate(_JSON_ESCAPES) + "\n")
         self._fh.flush()
 
 

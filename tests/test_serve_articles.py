@@ -17,7 +17,7 @@ ARTICLE = "Washington lockert Chip-Exporte\nDie US-Regierung erlaubt den Verkauf
 
 @pytest.fixture(scope="module")
 def clf(tiny_model_dir) -> StanceClassifier:
-    return StanceClassifier.load(tiny_model_dir, batch_size=4)
+    return StanceClassifier.load(tiny_model_dir, batch_size=4, threads=1)  # tiny: 1 thread is fastest
 
 
 def test_record_layout(clf):

@@ -35,7 +35,7 @@ def corpus(tmp_path) -> Path:
 
 
 def score(*args: object) -> int:
-    return main(["score", *map(str, args)])
+    return main(["score", "--threads", "1", *map(str, args)])
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -63,9 +63,10 @@ def test_file_arguments_keep_their_path_as_id(corpus, tmp_path, tiny_model_dir):
 
 def test_bad_items_become_error_records_and_exit_1(tmp_path, tiny_model_dir, capsys):
     good = json.dumps({"id": "ok1", "text": "Gut."})
-    (tmp_path / "broken.jsonl").write_text(f'{good}\n{{"id": "x", "text": \n[1, 2]\n{{"id": "n", "text": null}}\n',
-                                           encoding="utf-8")
-    (tmp_path / "latin1.txt").write_bytes("Zeile eins\nDie Sperren schaden der Industrie südlich von Peking.".encode("latin-1"))
+    broken = f'{good}\n{{"id": "x", "text": \n[1, 2]\n{{"id": "n", "text": null}}\n'
+    (tmp_path / "broken.jsonl").write_text(broken, encoding="utf-8")
+    latin1 = "Zeile eins\nDie Sperren schaden der Industrie südlich von Peking.".encode("latin-1")
+    (tmp_path / "latin1.txt").write_bytes(latin1)
     (tmp_path / "rows.csv").write_text('id,text\nr1,"Gut."\nr2,"Zu",viele\nr3,"Auch gut."\n', encoding="utf-8")
     out = tmp_path / "out" / "result.jsonl"
     assert score(tmp_path, "-o", out, "--model", tiny_model_dir) == 1
@@ -135,6 +136,19 @@ def test_csv_output_has_one_row_per_statement(corpus, tmp_path, tiny_model_dir):
     assert [r["text"] for r in c1] == ["Erster Satz.", "Zweite Zeile."]
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_unicode_line_breaks_keep_one_line_per_record(tmp_path, tiny_model_dir, fmt):
+    (tmp_path / "u.txt").write_text("Erster Satz\u2028geht weiter.\x85Zweiter\u2029Satz.\r\nDritter.", encoding="utf-8")
+    out = tmp_path / f"o.{fmt}"
+    assert score(tmp_path / "u.txt", "-o", out, "--format", fmt, "--model", tiny_model_dir) == 0
+    lines = out.read_bytes().split(b"\n")[:-1]
+    assert len(lines) == (1 if fmt == "jsonl" else 1 + 4)
+    if fmt == "jsonl":
+        (record,) = map(json.loads, lines)
+        text = (tmp_path / "u.txt").read_bytes().decode("utf-8")  # offsets index the file as is, CRLF kept
+        assert all(text[s["start"] : s["end"]] == s["text"] for s in record["statements"])
+
+
 def test_the_output_file_is_never_read_as_input(corpus, tiny_model_dir):
     out = corpus / "result.jsonl"
     assert score(corpus, "-o", out, "--model", tiny_model_dir) == 0
@@ -154,7 +168,8 @@ def test_demo_scores_examples_and_seeds(tmp_path, tiny_model_dir, capsys):
     seeds.mkdir()
     (seeds / "s1.txt").write_text(ARTICLE, encoding="utf-8")
     out = tmp_path / "out"
-    assert main(["demo", "--out", str(out), "--seeds", str(seeds), "--model", str(tiny_model_dir)]) == 0
+    args = ["demo", "--out", out, "--seeds", seeds, "--model", tiny_model_dir, "--threads", 1]
+    assert main(list(map(str, args))) == 0
     examples = read_jsonl(out / "demo_examples.jsonl")
     assert len(examples) == len(list((Path(__file__).parents[1] / "examples").glob("*.txt"))) > 0
     assert [r["id"] for r in read_jsonl(out / "demo_seeds.jsonl")] == ["s1.txt"]

@@ -53,7 +53,10 @@ def test_bullet_lines_are_statements_without_their_marker():
 
 def test_a_hard_wrapped_sentence_is_joined():
     text = "Die Regierung will die Kontrollen\nverschärfen, sagte der Minister.\nDer Handel protestiert."
-    assert split(text) == ["Die Regierung will die Kontrollen\nverschärfen, sagte der Minister.", "Der Handel protestiert."]
+    assert split(text) == [
+        "Die Regierung will die Kontrollen\nverschärfen, sagte der Minister.",
+        "Der Handel protestiert.",
+    ]
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\n \t\n", "\u2028"])

@@ -80,7 +80,6 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
     from transformers import get_linear_schedule_with_warmup, set_seed
 
     set_seed(args.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_num_threads(args.threads or physical_cores())
     start = time.perf_counter()
 
