@@ -113,3 +113,15 @@ def test_evaluate_reports_model_and_baselines(tiny_base_dir, tiny_corpus, tmp_pa
     assert "| exportstance | 12 |" in format_results(res)
     again = evaluate(r.output_dir, [f"{tiny_corpus}:test"], tiny_corpus, base_model=str(tiny_base_dir))
     assert again["sets"] == res["sets"]
+
+
+def test_length_grouped_batches_cover_every_example_once_per_epoch():
+    from exportstance.training.trainer import LengthGroupedBatches
+
+    lengths = [(i * 37) % 50 + 1 for i in range(230)]
+    sampler = LengthGroupedBatches(lengths, batch_size=16, seed=0)
+    first, second = list(sampler), list(sampler)
+    for epoch in (first, second):
+        assert sorted(i for b in epoch for i in b) == list(range(230)) and len(epoch) == len(sampler)
+    assert first != second  # reshuffled between epochs
+    assert list(LengthGroupedBatches(lengths, 16, seed=0)) == first  # and repeatable from the seed

@@ -70,6 +70,29 @@ def _param_groups(model: Any, args: TrainingArguments) -> list[dict[str, Any]]:
     ]
 
 
+class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
+    """Random batches of similar-length examples (like HF's ``group_by_length``): shuffle, sort
+    within mega-batches of 50 batches, cut into batches, shuffle the batches. Less padding, same
+    randomness between epochs; seeded, so runs repeat exactly."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size = lengths, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        mega = self.batch_size * 50
+        batches = []
+        for i in range(0, len(order), mega):
+            chunk = sorted(order[i : i + mega], key=lambda j: self.lengths[j])
+            batches += [chunk[k : k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b]
+
+
 def _macro_f1(logits: torch.Tensor, labels: np.ndarray) -> float:
     return float(f1_score(labels, logits.argmax(dim=1).numpy(), average="macro"))
 
@@ -108,8 +131,8 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
     ).rename_column("label", "labels")
     collate = DataCollatorWithPadding(tokenizer)
     loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
-        generator=torch.Generator().manual_seed(args.seed),
+        train_ds, collate_fn=collate,
+        batch_sampler=LengthGroupedBatches([len(x) for x in train_ds["input_ids"]], args.batch_size, args.seed),
     )
     steps_per_epoch = len(loader)
     total_steps = math.ceil(steps_per_epoch * args.epochs)
