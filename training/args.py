@@ -24,9 +24,9 @@ class TrainingArguments:
     seed: int = 42
     max_length: int = 128
     """Token window at training and inference time; longer statements are windowed when served."""
-    epochs: float = 4.0
+    epochs: float = 5.0
     batch_size: int = 16
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     head_learning_rate: float = 5e-4
     """The randomly initialised pooler + classifier learn faster than the pretrained body."""
     weight_decay: float = 0.01
