@@ -232,15 +232,23 @@ def has_native_bf16() -> bool:
 
 
 def _quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised per batch).
+    """Dynamic int8 quantisation of the encoder's Linear layers (weights int8, activations quantised
+    per batch). The pooler and classifier stay fp32: quantising them too dropped label agreement
+    with fp32 from 99% to 91% on corpus statements, for almost no extra speed.
 
     Modifies ``model`` in place (``load`` owns it; a caller passing its own model gives it up)."""
     try:
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
     except ImportError as exc:  # pragma: no cover - depends on the torch build
         raise RuntimeError("precision='int8' needs torch.ao.quantization.quantize_dynamic") from exc
+    head = ("pooler", "classifier", "score")
+    spec = {
+        name: default_dynamic_qconfig
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not any(part in head for part in name.split("."))
+    }
     with warnings.catch_warnings():
         # torch announces the move of eager-mode quantisation to torchao; the user asked for int8.
         warnings.simplefilter("ignore")
         # in place: a deep copy would hold the fp32 model twice at load time
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)

@@ -102,6 +102,12 @@ def test_other_precisions_run(tiny_model_dir, precision):
     np.testing.assert_allclose(probs, StanceClassifier.load(tiny_model_dir, threads=1).predict_proba(TEXTS), atol=0.05)
 
 
+def test_int8_quantises_the_encoder_but_not_the_head(tiny_model_dir):
+    model = StanceClassifier.load(tiny_model_dir, precision="int8", threads=1).model
+    assert type(model.classifier) is torch.nn.Linear and type(model.bert.pooler.dense) is torch.nn.Linear
+    assert type(model.bert.encoder.layer[0].output.dense) is not torch.nn.Linear
+
+
 def test_bad_options_are_refused(tiny_model_dir):
     with pytest.raises(ValueError, match="precision"):
         StanceClassifier.load(tiny_model_dir, precision="fp8")
