@@ -24,7 +24,7 @@ class TrainingArguments:
     seed: int = 42
     max_length: int = 128
     """Token window at training and inference time; longer statements are windowed when served."""
-    epochs: float = 5.0
+    epochs: float = 4.0
     batch_size: int = 16
     learning_rate: float = 1e-4
     head_learning_rate: float = 5e-4
