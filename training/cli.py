@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from .args import DEFAULT_CONFIG, TrainingArguments, parse_override
@@ -48,9 +49,10 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     from .evaluate import default_eval_specs, evaluate, format_results
     from .trainer import resolve_base_model
 
-    model_dir = ns.model or default_model_dir()
-    with open(f"{model_dir}/training_args.json", encoding="utf-8") as fh:
-        trained = json.load(fh)
+    model_dir = Path(ns.model) if ns.model else default_model_dir()
+    # A model trained by `exportstance train` records its corpus and base; one from elsewhere gets ours.
+    args_file = model_dir / "training_args.json"
+    trained = json.loads(args_file.read_text(encoding="utf-8")) if args_file.is_file() else TrainingArguments().to_dict()
     corpus = ns.corpus or trained["data"]
     specs = ns.data or default_eval_specs(corpus)
     base = None if ns.no_baselines else resolve_base_model(ns.base_model or trained["base_model"])
