@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from ..model.labels import LABEL2ID, LABELS
 from .calibration import expected_calibration_error, reliability_bins, softmax
-from .data import REPO_ROOT, load_split, read_jsonl, resolve
+from .data import REPO_ROOT, load_split, resolve
 
 REALNEWS_DEV = REPO_ROOT.parent / "shared" / "eval" / "realnews_dev.jsonl"
 
@@ -27,10 +27,10 @@ class EvalSet:
 def parse_eval_spec(spec: str) -> EvalSet:
     """``FILE[:SPLIT]``; a file with a split column defaults to its test split, one without is used whole."""
     path, _, split = spec.partition(":")
-    rows = read_jsonl(path)
-    has_splits = any("split" in r for r in rows)
-    split = split or ("test" if has_splits else "")
-    rows = load_split(path, split or None)
+    rows = load_split(path)  # read and validated once, then filtered
+    split = split or ("test" if any("split" in r for r in rows) else "")
+    if split:
+        rows = [r for r in rows if r.get("split") == split]
     if not rows:
         raise ValueError(f"{spec}: no rows")
     name = Path(path).stem + (f":{split}" if split else "")
