@@ -7,6 +7,7 @@
 Splits are made by group: paraphrase families (from the writers) and every pair of near-duplicate
 statements (char 5-gram Jaccard > 0.4, stricter than the test's 0.5) are merged into one group with
 union-find, and whole groups are assigned to train/dev/test (70/15/15, stratified by label, seeded).
+Items already in corpus.jsonl keep their split, so a new batch never moves old test items into train.
 """
 from __future__ import annotations
 
@@ -83,7 +84,10 @@ class UnionFind:
         self.parent[self.find(a)] = self.find(b)
 
 
-def assign_splits(rows: list[dict]) -> None:
+def assign_splits(rows: list[dict], frozen: dict[str, str] | None = None) -> None:
+    """Group-aware stratified splits. Items already in `frozen` (id -> split) keep their split, so
+    that adding a batch never moves old test items into train; only new groups are dealt out."""
+    frozen = frozen or {}
     uf = UnionFind()
     for r in rows:
         uf.union(r["id"], "g:" + r["group"])
@@ -104,9 +108,16 @@ def assign_splits(rows: list[dict]) -> None:
         rng.shuffle(gs)
         total = sum(len(g) for g in gs)
         filled = Counter()
+        fixed = {}
         for g in gs:
-            split = min(SPLIT_SHARES, key=lambda s: filled[s] / (SPLIT_SHARES[s] * total))
-            filled[split] += len(g)
+            old = Counter(frozen[m["id"]] for m in g if m["id"] in frozen)
+            if old:
+                fixed[id(g)] = old.most_common(1)[0][0]
+                filled[fixed[id(g)]] += len(g)
+        for g in gs:
+            split = fixed.get(id(g)) or min(SPLIT_SHARES, key=lambda s: filled[s] / (SPLIT_SHARES[s] * total))
+            if id(g) not in fixed:
+                filled[split] += len(g)
             group_id = f"{label[0]}{g[0]['id']}"
             for m in g:
                 m["split"], m["group"] = split, group_id
@@ -140,7 +151,8 @@ def build() -> None:
             "label_a": a, "label_b": b, "adjudication": "" if a == b else adj.get("note", ""),
             "hard_case": r.get("hard_case", ""),
         })
-    assign_splits(rows)
+    frozen = {r["id"]: r["split"] for r in read_jsonl(CORPUS)} if CORPUS.exists() else {}
+    assign_splits(rows, frozen)
     rows.sort(key=lambda r: ({"train": 0, "dev": 1, "test": 2}[r["split"]], r["id"]))
     write_jsonl(CORPUS, rows)
     all_pairs = [(r["label_a"], second[r["id"]]) for r in writer_rows() if r["id"] in second]
