@@ -89,7 +89,6 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
     """Score the corpus in one mode (in this fresh interpreter); labels come back for agreement."""
     start = time.perf_counter()
     import torch
-    import transformers  # noqa: F401  (counted in the cold start)
 
     from exportstance.serve.classifier import StanceClassifier, default_threads, has_native_bf16
 

@@ -1,5 +1,10 @@
 """``StanceClassifier``: calibrated stance predictions for German statements, fast on a CPU.
 
+Cold start: plain BERT classifiers (our default model) load without ``transformers``: the module
+in :mod:`exportstance.model.encoder` and the ``tokenizers`` library read the model dir directly,
+which saves the ~4 s import of transformers' modelling code. Other architectures load through
+transformers.
+
 Speed comes from the usual serving tricks: texts are sorted by token length and batched with
 dynamic padding (little compute wasted on padding), forward passes run under
 ``torch.inference_mode`` with as many torch threads as physical cores, and results are put back in
@@ -20,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model.format import ModelMeta, ModelNotFoundError, load_classifier
+from ..model.format import ModelMeta, ModelNotFoundError, check_labels, load_classifier, read_meta
 from ..model.inference import length_sorted_batches, physical_cores
 from ..model.labels import LABELS
 from ..model.paths import default_model_dir
@@ -70,19 +75,24 @@ class StanceClassifier:
                 stacklevel=3,
             )
         self.model = _quantize_int8(model) if precision == "int8" else model
-        self.tokenizer = tokenizer
+        # Always the Rust tokenizer: a transformers fast tokenizer hands over its backend.
+        self.tokenizer = _backend(tokenizer)
         self.meta = meta
         self.batch_size = batch_size
         self.threads = threads or default_threads()
         self.precision = precision
         label2col = {str(label): int(i) for i, label in model.config.id2label.items()}
         self._columns = torch.tensor([label2col[label] for label in LABELS])
-        self._prefix, self._suffix = _special_tokens(tokenizer)
+        self._prefix, self._suffix = _special_tokens(self.tokenizer)
         self._window = meta.max_length - len(self._prefix) - len(self._suffix)
         if self._window < 1:
             raise ValueError(f"max_length {meta.max_length} leaves no room for text between special tokens")
         self._step = max(1, self._window - int(self._window * _WINDOW_OVERLAP))
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # The pad id matters for models that derive positions from it (RoBERTa); BERT ignores it.
+        pad_id = getattr(tokenizer, "pad_token_id", None)
+        if pad_id is None:
+            pad_id = getattr(model.config, "pad_token_id", None)
+        self._pad_id = pad_id if pad_id is not None else 0
 
     @classmethod
     def load(
@@ -101,7 +111,7 @@ class StanceClassifier:
         """
         path = Path(path).expanduser() if path is not None else default_model_dir()
         try:
-            model, tokenizer, meta = load_classifier(path)
+            model, tokenizer, meta = _load(path)
         except ModelNotFoundError as exc:
             raise ModelNotFoundError(
                 f"{exc}. Build the default model with `{BUILD_COMMAND}` (or `exportstance train`)."
@@ -135,9 +145,7 @@ class StanceClassifier:
         n = len(texts)
         if n == 0:
             return np.empty((0, len(LABELS))), np.empty(0, dtype=np.int64)
-        content = self.tokenizer(
-            texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
-        )["input_ids"]
+        content = [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
         windows: list[list[int]] = []
         owner: list[int] = []
         for i, ids in enumerate(content):
@@ -171,7 +179,8 @@ class StanceClassifier:
                 for row, i in enumerate(batch):
                     input_ids[row, : len(windows[i])] = torch.tensor(windows[i])
                     mask[row, : len(windows[i])] = 1
-                logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+                result = self.model(input_ids=input_ids, attention_mask=mask)
+                logits = getattr(result, "logits", result).float()  # transformers output or plain tensor
                 out[batch] = logits[:, self._columns]
         return out
 
@@ -201,11 +210,39 @@ def _checked(texts: Iterable[str]) -> list[str]:
     return texts
 
 
+def _load(path: Path) -> tuple[Any, Any, ModelMeta]:
+    """(model, tokenizer, meta): plain BERT classifiers without transformers, anything else with it."""
+    from ..model import encoder
+
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"no trained model at {path}")
+    raw = encoder.read_config(path)
+    if not (encoder.is_supported(raw) and (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()):
+        return load_classifier(path)
+    from tokenizers import Tokenizer
+
+    model = encoder.load_bert_classifier(path)
+    check_labels(model.config, path)
+    return model, Tokenizer.from_file(str(path / "tokenizer.json")), read_meta(model.config)
+
+
+def _backend(tokenizer: Any) -> Any:
+    """The ``tokenizers.Tokenizer`` behind a tokenizer, set to neither truncate nor pad."""
+    from tokenizers import Tokenizer
+
+    backend = tokenizer if isinstance(tokenizer, Tokenizer) else getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise TypeError(f"need a fast (Rust) tokenizer, got {type(tokenizer).__name__}")
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
 def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The ids the tokenizer puts before and after a text ([CLS] ... [SEP], <s> ... </s>)."""
     probe = "Exportkontrollen"
-    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
-    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    bare = tokenizer.encode(probe, add_special_tokens=False).ids
+    full = tokenizer.encode(probe, add_special_tokens=True).ids
     for start in range(len(full) - len(bare) + 1):
         if full[start : start + len(bare)] == bare:
             return full[:start], full[start + len(bare) :]
@@ -232,18 +269,19 @@ def has_native_bf16() -> bool:
 
 
 def _quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of the encoder's Linear layers (weights int8, activations quantised
-    per batch). The pooler and classifier stay fp32: quantising them too dropped label agreement
-    with fp32 from 99% to 91% on corpus statements, for almost no extra speed.
+    """Dynamic int8 quantisation of the encoder's Linear layers (weights int8 per output channel,
+    activations quantised per batch). The pooler and classifier stay fp32: quantising them too
+    dropped label agreement with fp32 to 91% on corpus statements, for almost no extra speed; per
+    channel rather than per tensor raised it from 97.8% to 98.9% at the same speed.
 
     Modifies ``model`` in place (``load`` owns it; a caller passing its own model gives it up)."""
     try:
-        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     except ImportError as exc:  # pragma: no cover - depends on the torch build
         raise RuntimeError("precision='int8' needs torch.ao.quantization.quantize_dynamic") from exc
     head = ("pooler", "classifier", "score")
     spec = {
-        name: default_dynamic_qconfig
+        name: per_channel_dynamic_qconfig
         for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear) and not any(part in head for part in name.split("."))
     }

@@ -1,6 +1,9 @@
 """StanceClassifier: shapes, calibration, order after length sorting, windowing, input errors."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -48,8 +51,8 @@ def test_predict_and_proba_shapes(clf):
 
 def test_temperature_is_applied(clf):
     with torch.inference_mode():
-        enc = clf.tokenizer(TEXTS[:1], return_tensors="pt")
-        logits = clf.model(**enc).logits[0, clf._columns].double()
+        ids = torch.tensor([clf.tokenizer.encode(TEXTS[0]).ids])
+        logits = clf.model(input_ids=ids).logits[0, clf._columns].double()
     expected = torch.softmax(logits / clf.meta.temperature, dim=-1).numpy()
     np.testing.assert_allclose(clf.predict_proba(TEXTS[:1])[0], expected, atol=1e-5)
 
@@ -66,11 +69,42 @@ def test_long_text_is_windowed_not_truncated(clf):
     long, truncated = head + tail, head
     (p,) = clf.predict([long])
     assert p.n_windows > 1
-    n_tokens = len(clf.tokenizer(long, add_special_tokens=False, verbose=False)["input_ids"])
+    n_tokens = len(clf.tokenizer.encode(long, add_special_tokens=False).ids)
     assert n_tokens > clf.meta.max_length
     # the last window always ends at the text's end, so the tail changes the result
     assert not np.allclose(clf.predict_proba([long]), clf.predict_proba([truncated]))
     assert clf.predict([long, "Gut."])[0].n_windows == p.n_windows
+
+
+def test_load_uses_the_plain_torch_bert_and_matches_transformers(tiny_model_dir):
+    """The transformers-free fast path gives transformers' probabilities (same weights, same maths)."""
+    from exportstance.model.encoder import BertClassifier
+
+    fast = StanceClassifier.load(tiny_model_dir, threads=1)
+    assert isinstance(fast.model, BertClassifier)
+    model, tokenizer, meta = load_classifier(tiny_model_dir)
+    reference = StanceClassifier(model, tokenizer, meta, threads=1)
+    texts = TEXTS + ["Die Sperren wirken. " * 30]  # padding in a batch and a windowed text
+    np.testing.assert_allclose(fast.predict_proba(texts), reference.predict_proba(texts), atol=1e-6)
+    assert fast._prefix == reference._prefix and fast._suffix == reference._suffix
+
+
+def test_plain_bert_refuses_other_configs(tiny_model_dir):
+    from exportstance.model.encoder import is_supported, read_config
+
+    raw = read_config(tiny_model_dir)
+    assert is_supported(raw)
+    assert not is_supported({**raw, "model_type": "xlm-roberta", "architectures": ["XLMRobertaForSequenceClassification"]})
+    assert not is_supported({**raw, "hidden_act": "relu"})
+
+
+def test_serving_does_not_import_transformers(tiny_model_dir):
+    code = (
+        "import sys; from exportstance import StanceClassifier; "
+        f"StanceClassifier.load({str(tiny_model_dir)!r}, threads=1).predict(['Die Sperren wirken.']); "
+        "bad = [m for m in sys.modules if m.startswith('transformers')]; assert not bad, bad[:5]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_non_str_item_is_a_type_error_naming_its_index(clf):

@@ -143,3 +143,19 @@ def test_evaluate_cli_on_a_model_trained_elsewhere(tiny_model_dir, tiny_base_dir
     assert code == 0
     assert "| exportstance | 12 |" in capsys.readouterr().out
     assert (tmp_path / "eval_results.json").is_file()
+
+
+def test_freeze_layers_keeps_the_lowest_layers_unchanged(tiny_base_dir, tiny_corpus, tmp_path):
+    """freeze_layers=1 trains the upper layer but leaves layer 0 bit-identical to the base model."""
+    from safetensors.torch import load_file
+
+    from exportstance.training.trainer import train
+
+    r = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m", epochs=1, freeze_layers=1), progress=False)
+    base = {k.removeprefix("bert."): v for k, v in load_file(tiny_base_dir / "model.safetensors").items()}
+    tuned = {k.removeprefix("bert."): v for k, v in load_file(r.output_dir / "model.safetensors").items()}
+    name = "encoder.layer.{}.output.dense.weight"
+    assert (tuned[name.format(0)] == base[name.format(0)]).all()
+    assert not (tuned[name.format(1)] == base[name.format(1)]).all()
+    with pytest.raises(ValueError, match="has 2 layers"):
+        train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m2", freeze_layers=3), progress=False)

@@ -35,6 +35,9 @@ class TrainingArguments:
     freeze_embeddings: bool = True
     """The 250k-row word-embedding matrix is 82% of the parameters; freezing it keeps the
     vocabulary's pretrained geometry for words the corpus never shows and triples step speed."""
+    freeze_layers: int = 0
+    """Freeze the lowest N transformer layers too: no backward pass through them, so each step is
+    cheaper (the lower layers hold general language knowledge the small corpus cannot improve)."""
     eval_every_epoch: bool = True
     select_metric: str = "macro_f1"
     """Checkpoint selection on the dev split."""

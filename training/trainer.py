@@ -54,6 +54,14 @@ def resolve_output_dir(name: str) -> Path:
     return default_model_dir() if name == "default" else Path(name).expanduser()
 
 
+def encoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The stack of transformer blocks (``encoder.layer`` in BERT/RoBERTa, ``transformer.layer`` ...)."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers"):
+            return module
+    raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
+
+
 def _param_groups(model: Any, args: TrainingArguments) -> list[dict[str, Any]]:
     head_prefixes = ("classifier.", "bert.pooler.", "pooler.", "score.")
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
@@ -124,6 +132,12 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
     )
     if args.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if args.freeze_layers:
+        layers = encoder_layers(model)
+        if args.freeze_layers > len(layers):
+            raise ValueError(f"freeze_layers={args.freeze_layers}, but the model has {len(layers)} layers")
+        for layer in layers[: args.freeze_layers]:
+            layer.requires_grad_(False)
 
     train_ds = to_dataset(train_rows).map(
         lambda b: tokenizer(b["text"], truncation=True, max_length=args.max_length), batched=True,

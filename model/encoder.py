@@ -1,0 +1,217 @@
+"""A transformers-free BERT sequence classifier for inference, loaded from our HF model dirs.
+
+Why: importing ``transformers``' BERT modelling code costs ~4 s per process on the target 2-core
+CPU, more than everything else in a cold start together (torch ~2 s, tokenizer ~1 s, weights
+~0.1 s). Inference of a BERT classifier is a few dozen lines of plain torch, so the serving path
+reads ``config.json``/``model.safetensors``/``tokenizer.json`` itself. Same weights, same
+parameter names (``BertForSequenceClassification``'s state dict loads with ``strict=True``), same
+maths (post-LayerNorm blocks, erf GELU, tanh pooler); the tests compare its logits with
+transformers'. One shortcut: the last layer computes [CLS] only, the one position the pooler reads. Other architectures (any ``--base-model``) fall back to transformers in serve/.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED_ARCHITECTURE = "BertForSequenceClassification"
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """The fields of a transformers ``BertConfig`` that inference needs (plus the raw dict)."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    layer_norm_eps: float
+    id2label: dict[int, str]
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> BertConfig:
+        return cls(
+            vocab_size=raw["vocab_size"],
+            hidden_size=raw["hidden_size"],
+            num_hidden_layers=raw["num_hidden_layers"],
+            num_attention_heads=raw["num_attention_heads"],
+            intermediate_size=raw["intermediate_size"],
+            max_position_embeddings=raw["max_position_embeddings"],
+            type_vocab_size=raw.get("type_vocab_size", 2),
+            layer_norm_eps=raw.get("layer_norm_eps", 1e-12),
+            id2label={int(k): str(v) for k, v in (raw.get("id2label") or {}).items()},
+            raw=raw,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        # Other config.json keys (e.g. the "exportstance" meta block) read like transformers' config.
+        try:
+            return self.__dict__["raw"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def is_supported(raw_config: dict[str, Any]) -> bool:
+    """True for plain BERT classifiers with the defaults this module implements."""
+    return (
+        raw_config.get("model_type") == "bert"
+        and raw_config.get("architectures") == [SUPPORTED_ARCHITECTURE]
+        and raw_config.get("hidden_act", "gelu") == "gelu"
+        and raw_config.get("position_embedding_type", "absolute") == "absolute"
+        and not raw_config.get("is_decoder", False)
+        and raw_config.get("problem_type") in (None, "single_label_classification")
+    )
+
+
+def _uninitialised_embedding(rows: int, dim: int) -> nn.Embedding:
+    # Weights are assigned from the checkpoint; the default normal_ init (even on the meta device,
+    # where it runs torch's Python reference kernels) costs seconds for a 250k-row table.
+    return nn.Embedding(rows, dim, _weight=torch.empty(rows, dim))
+
+
+class _Embeddings(nn.Module):
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__()
+        self.word_embeddings = _uninitialised_embedding(c.vocab_size, c.hidden_size)
+        self.position_embeddings = _uninitialised_embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = _uninitialised_embedding(c.type_vocab_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings.weight[0]
+        return self.LayerNorm(x)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__()
+        self.heads = c.num_attention_heads
+        self.query = nn.Linear(c.hidden_size, c.hidden_size)
+        self.key = nn.Linear(c.hidden_size, c.hidden_size)
+        self.value = nn.Linear(c.hidden_size, c.hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        b, d = x.shape[0], x.shape[2]
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, t.shape[1], self.heads, d // self.heads).transpose(1, 2)
+
+        q = heads(self.query(queries))
+        out = F.scaled_dot_product_attention(q, heads(self.key(x)), heads(self.value(x)), attn_mask=mask)
+        return out.transpose(1, 2).reshape(b, queries.shape[1], d)
+
+
+class _Output(nn.Module):
+    """Dense + residual + LayerNorm (BERT's post-LN block end)."""
+
+    def __init__(self, n_in: int, c: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(n_in, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+    def forward(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dense(h) + residual)
+
+
+class _Attention(nn.Module):
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__()
+        self.self = _SelfAttention(c)
+        self.output = _Output(c.hidden_size, c)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        return self.output(self.self(x, mask, queries), queries)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(x))
+
+
+class _Layer(nn.Module):
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__()
+        self.attention = _Attention(c)
+        self.intermediate = _Intermediate(c)
+        self.output = _Output(c.intermediate_size, c)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        """``first_only``: compute the output for position 0 ([CLS]) only; all tokens are still attended."""
+        x = self.attention(x, mask, x[:, :1] if first_only else x)
+        return self.output(self.intermediate(x), x)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(_Layer(c) for _ in range(c.num_hidden_layers))
+
+
+class _Pooler(nn.Module):
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+
+
+class _Bert(nn.Module):
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__()
+        self.embeddings = _Embeddings(c)
+        self.encoder = _Encoder(c)
+        self.pooler = _Pooler(c)
+
+
+class BertClassifier(nn.Module):
+    """``BertForSequenceClassification`` for inference: ``forward`` returns logits (batch, labels)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = _Bert(config)
+        self.classifier = nn.Linear(config.hidden_size, len(config.id2label))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # (batch, 1, 1, keys) boolean: True = attend. Padded queries compute garbage that is never read.
+        mask = attention_mask.bool()[:, None, None, :]
+        x = self.bert.embeddings(input_ids)
+        *lower, last = self.bert.encoder.layer
+        for layer in lower:
+            x = layer(x, mask)
+        # The pooler reads [CLS] only, so the last layer skips every other position's output (~7% less work).
+        x = last(x, mask, first_only=True)
+        pooled = torch.tanh(self.bert.pooler.dense(x[:, 0]))
+        return self.classifier(pooled)
+
+
+def read_config(path: Path | str) -> dict[str, Any]:
+    return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+
+
+def load_bert_classifier(path: Path | str) -> BertClassifier:
+    """Build the module without initialising weights (meta device) and assign the safetensors tensors."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config = BertConfig.from_dict(read_config(path))
+    with torch.device("meta"):
+        model = BertClassifier(config)
+    state = load_file(path / "model.safetensors")
+    state = {k: v.float() for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)  # a missing or extra tensor is an error
+    return model.eval()
