@@ -39,3 +39,20 @@ def test_real_model_scores_an_example_article(short_finetune):
         assert text[s["start"]:s["end"]] == s["text"] and s["label"] in LABELS
         assert abs(sum(s["scores"].values()) - 1.0) < 1e-4
     assert sum(article["summary"]["counts"].values()) == len(article["statements"])
+
+
+def test_transformers_free_serving_matches_transformers_on_the_real_model(short_finetune):
+    """The plain-torch BERT of model/encoder.py and transformers agree on the real 12-layer e5 body
+    and its 250k-piece tokenizer (same ids, same probabilities)."""
+    import numpy as np
+
+    from exportstance import StanceClassifier
+    from exportstance.model.encoder import BertClassifier
+    from exportstance.model.format import load_classifier
+
+    fast = StanceClassifier.load(short_finetune.output_dir)
+    assert isinstance(fast.model, BertClassifier)
+    reference = StanceClassifier(*load_classifier(short_finetune.output_dir))
+    text = (REPO / "examples" / "02_lithografie.txt").read_text(encoding="utf-8")
+    texts = [line for line in text.splitlines() if line.strip()] + [text]  # the whole text needs windows
+    np.testing.assert_allclose(fast.predict_proba(texts), reference.predict_proba(texts), atol=1e-5)

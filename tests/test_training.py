@@ -146,7 +146,7 @@ def test_evaluate_cli_on_a_model_trained_elsewhere(tiny_model_dir, tiny_base_dir
 
 
 def test_freeze_layers_keeps_the_lowest_layers_unchanged(tiny_base_dir, tiny_corpus, tmp_path):
-    """freeze_layers=1 trains the upper layer but leaves layer 0 bit-identical to the base model."""
+    """freeze_layers=1 trains the upper layer but leaves embeddings and layer 0 bit-identical to the base."""
     from safetensors.torch import load_file
 
     from exportstance.training.trainer import train
@@ -156,6 +156,21 @@ def test_freeze_layers_keeps_the_lowest_layers_unchanged(tiny_base_dir, tiny_cor
     tuned = {k.removeprefix("bert."): v for k, v in load_file(r.output_dir / "model.safetensors").items()}
     name = "encoder.layer.{}.output.dense.weight"
     assert (tuned[name.format(0)] == base[name.format(0)]).all()
+    assert (tuned["embeddings.position_embeddings.weight"] == base["embeddings.position_embeddings.weight"]).all()
     assert not (tuned[name.format(1)] == base[name.format(1)]).all()
     with pytest.raises(ValueError, match="has 2 layers"):
         train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m2", freeze_layers=3), progress=False)
+
+
+def test_if_missing_keeps_an_up_to_date_model_and_rebuilds_a_stale_one(tiny_base_dir, tiny_corpus, tmp_path):
+    from exportstance.training.cli import stale_reason
+    from exportstance.training.trainer import train
+
+    args = _args(tiny_base_dir, tiny_corpus, tmp_path / "m", epochs=1)
+    assert "no model" in stale_reason(tmp_path / "m", args)
+    r = train(args, progress=False)
+    assert stale_reason(r.output_dir, args) is None
+    assert "other arguments" in stale_reason(r.output_dir, _args(tiny_base_dir, tiny_corpus, tmp_path / "m", epochs=2))
+    changed = tmp_path / "corpus.jsonl"
+    changed.write_bytes(tiny_corpus.read_bytes() + b"\n")
+    assert "another version" in stale_reason(r.output_dir, _args(tiny_base_dir, changed, tmp_path / "m", epochs=1))

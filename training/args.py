@@ -24,7 +24,7 @@ class TrainingArguments:
     seed: int = 42
     max_length: int = 128
     """Token window at training and inference time; longer statements are windowed when served."""
-    epochs: float = 4.0
+    epochs: float = 3.0
     batch_size: int = 16
     learning_rate: float = 1e-4
     head_learning_rate: float = 5e-4
@@ -36,8 +36,8 @@ class TrainingArguments:
     """The 250k-row word-embedding matrix is 82% of the parameters; freezing it keeps the
     vocabulary's pretrained geometry for words the corpus never shows and triples step speed."""
     freeze_layers: int = 0
-    """Freeze the lowest N transformer layers too: no backward pass through them, so each step is
-    cheaper (the lower layers hold general language knowledge the small corpus cannot improve)."""
+    """Also freeze all embeddings and the lowest N transformer layers: the backward pass stops at
+    layer N (N=2: steps ~17% faster, N=4: ~28%); 0 = only what freeze_embeddings says."""
     eval_every_epoch: bool = True
     select_metric: str = "macro_f1"
     """Checkpoint selection on the dev split."""

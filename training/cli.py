@@ -17,8 +17,34 @@ def _training_args(ns: argparse.Namespace) -> TrainingArguments:
     return TrainingArguments.from_toml(ns.config, overrides)
 
 
+def stale_reason(out: Path, args: TrainingArguments) -> str | None:
+    """Why the model dir ``out`` must be (re)built for ``args``, or None if it can stay.
+
+    Reads config.json only (no weights): a model is kept when it is complete, has our labels and was
+    trained from the same corpus bytes and the same arguments. A model trained elsewhere (no training
+    record in its config) is never overwritten by ``--if-missing``."""
+    from ..model.format import check_labels
+    from .data import file_sha256
+
+    config_file = out / "config.json"
+    if not config_file.is_file() or not any(out.glob("*.safetensors")):
+        return f"no model at {out}"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        check_labels(argparse.Namespace(id2label=config.get("id2label")), out)
+    except (OSError, ValueError) as exc:
+        return f"unusable model at {out} ({exc})"
+    record = config.get("exportstance_training")
+    if record is None:
+        return None
+    if record.get("data_sha256") != file_sha256(args.data):
+        return f"the model at {out} was trained on another version of {args.data}"
+    if record.get("arguments") != args.to_dict():
+        return f"the model at {out} was trained with other arguments"
+    return None
+
+
 def cmd_train(ns: argparse.Namespace) -> int:
-    from ..model.format import ModelNotFoundError, load_classifier
     from .evaluate import default_eval_specs, evaluate, format_results
     from .model_card import write_model_card
     from .trainer import resolve_base_model, resolve_output_dir, train
@@ -26,12 +52,11 @@ def cmd_train(ns: argparse.Namespace) -> int:
     args = _training_args(ns)
     out = resolve_output_dir(args.output_dir)
     if ns.if_missing:
-        try:
-            load_classifier(out)
-            print(f"model exists at {out}; not retraining (drop --if-missing to retrain)")
+        reason = stale_reason(out, args)
+        if reason is None:
+            print(f"model at {out} is up to date; not retraining (drop --if-missing to retrain)")
             return 0
-        except (ModelNotFoundError, ValueError, OSError):
-            pass
+        print(f"training: {reason}")
     result = train(args, progress=not ns.quiet)
     print(f"trained in {result.seconds / 60:.1f} min: best epoch {result.best_epoch}, dev macro-F1 "
           f"{result.dev_macro_f1:.3f}, temperature {result.temperature:.3f}, dev ECE "

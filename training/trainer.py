@@ -62,6 +62,19 @@ def encoder_layers(model: Any) -> torch.nn.ModuleList:
     raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
 
 
+def freeze_below_layer(model: Any, n: int) -> None:
+    """Freeze every parameter before transformer layer ``n`` (all embeddings and layers 0..n-1), so
+    the backward pass stops at layer ``n``. Parameters are registered input-first in HF models."""
+    layers = encoder_layers(model)
+    if not 0 < n < len(layers):
+        raise ValueError(f"freeze_layers={n}, but the model has {len(layers)} layers (allowed: 1-{len(layers) - 1})")
+    first_trainable = next(layers[n].parameters())
+    for p in model.parameters():
+        if p is first_trainable:
+            break
+        p.requires_grad_(False)
+
+
 def _param_groups(model: Any, args: TrainingArguments) -> list[dict[str, Any]]:
     head_prefixes = ("classifier.", "bert.pooler.", "pooler.", "score.")
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
@@ -133,11 +146,7 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
     if args.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     if args.freeze_layers:
-        layers = encoder_layers(model)
-        if args.freeze_layers > len(layers):
-            raise ValueError(f"freeze_layers={args.freeze_layers}, but the model has {len(layers)} layers")
-        for layer in layers[: args.freeze_layers]:
-            layer.requires_grad_(False)
+        freeze_below_layer(model, args.freeze_layers)
 
     train_ds = to_dataset(train_rows).map(
         lambda b: tokenizer(b["text"], truncation=True, max_length=args.max_length), batched=True,
