@@ -30,7 +30,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None, help="trained model dir (default: the built one)")
     parser.add_argument("--corpus", type=Path, nargs="+", help="JSONL (text key) or .txt (one statement per line)")
     parser.add_argument("--n", type=int, default=1000, help="statements to score (corpus repeated if shorter)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, help="torch threads in every mode (default: physical cores)")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes per mode; the best counts (shared CPUs)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")

@@ -20,7 +20,7 @@ from .segment import Segmenter, Statement, default_segmenter
 
 # A chunk ends once it holds this many batches' worth of statements, or this many batches' worth
 # of articles (so a stream of empty articles stays bounded too).
-CHUNK_BATCHES = 4
+CHUNK_BATCHES = 8
 # Dominant-stance rule: at least MIN_EVIDENCE pro/anti statements, and the larger side at least
 # MARGIN times the smaller one; fewer stance statements -> "neutral", no clear margin -> "mixed".
 MIN_EVIDENCE = 2

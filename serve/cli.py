@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="trained model dir (default: $EXPORTSTANCE_MODEL or the built one)")
-    parser.add_argument("--batch-size", type=_positive, default=32)
+    parser.add_argument("--batch-size", type=_positive, default=16)
     parser.add_argument("--threads", type=_positive, help="torch threads (default: physical cores)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 needs a CPU with native bf16")
 

@@ -34,7 +34,7 @@ def tiny_corpus(tmp_path_factory):
 
 def _args(tiny_base_dir, corpus, out, **kw) -> TrainingArguments:
     settings = dict(epochs=3, batch_size=8, max_length=32, learning_rate=1e-3, head_learning_rate=1e-3,
-                    freeze_embeddings=False, threads=1)
+                    freeze_embeddings=False, freeze_layers=0, threads=1)
     return TrainingArguments(base_model=str(tiny_base_dir), data=str(corpus), output_dir=str(out), **{**settings, **kw})
 
 

@@ -24,7 +24,7 @@ class TrainingArguments:
     seed: int = 42
     max_length: int = 128
     """Token window at training and inference time; longer statements are windowed when served."""
-    epochs: float = 3.0
+    epochs: float = 3.5
     batch_size: int = 16
     learning_rate: float = 1e-4
     head_learning_rate: float = 5e-4
@@ -35,7 +35,7 @@ class TrainingArguments:
     freeze_embeddings: bool = True
     """The 250k-row word-embedding matrix is 82% of the parameters; freezing it keeps the
     vocabulary's pretrained geometry for words the corpus never shows and triples step speed."""
-    freeze_layers: int = 0
+    freeze_layers: int = 2
     """Also freeze all embeddings and the lowest N transformer layers: the backward pass stops at
     layer N (N=2: steps ~17% faster, N=4: ~28%); 0 = only what freeze_embeddings says."""
     eval_every_epoch: bool = True
