@@ -107,16 +107,16 @@ def assign_splits(rows: list[dict], frozen: dict[str, str] | None = None) -> Non
         gs = sorted(by_label[label], key=lambda g: g[0]["id"])
         rng.shuffle(gs)
         total = sum(len(g) for g in gs)
+        kept = [Counter(frozen[m["id"]] for m in g if m["id"] in frozen).most_common(1) for g in gs]
         filled = Counter()
-        fixed = {}
-        for g in gs:
-            old = Counter(frozen[m["id"]] for m in g if m["id"] in frozen)
-            if old:
-                fixed[id(g)] = old.most_common(1)[0][0]
-                filled[fixed[id(g)]] += len(g)
-        for g in gs:
-            split = fixed.get(id(g)) or min(SPLIT_SHARES, key=lambda s: filled[s] / (SPLIT_SHARES[s] * total))
-            if id(g) not in fixed:
+        for g, k in zip(gs, kept):
+            if k:
+                filled[k[0][0]] += len(g)
+        for g, k in zip(gs, kept):
+            if k:
+                split = k[0][0]
+            else:
+                split = min(SPLIT_SHARES, key=lambda s: filled[s] / (SPLIT_SHARES[s] * total))
                 filled[split] += len(g)
             group_id = f"{label[0]}{g[0]['id']}"
             for m in g:

@@ -10,7 +10,6 @@ transformers'. One shortcut: the last layer computes [CLS] only, the one positio
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,16 +198,13 @@ class BertClassifier(nn.Module):
         return self.classifier(pooled)
 
 
-def read_config(path: Path | str) -> dict[str, Any]:
-    return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-
-
-def load_bert_classifier(path: Path | str) -> BertClassifier:
-    """Build the module without initialising weights (meta device) and assign the safetensors tensors."""
+def load_bert_classifier(path: Path | str, raw_config: dict[str, Any]) -> BertClassifier:
+    """Build the module without initialising weights (meta device) and assign the safetensors tensors;
+    ``raw_config`` is the dir's config.json (``model.format.read_config``)."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    config = BertConfig.from_dict(read_config(path))
+    config = BertConfig.from_dict(raw_config)
     with torch.device("meta"):
         model = BertClassifier(config)
     state = load_file(path / "model.safetensors")

@@ -6,6 +6,8 @@ token window used in training. Weights are safetensors only; remote code is neve
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,11 +50,21 @@ def write_meta(config: Any, meta: ModelMeta) -> None:
     )
 
 
-def check_labels(config: Any, path: Path | str) -> None:
+def check_labels(id2label: Mapping[Any, str] | None, path: Path | str) -> None:
     """Refuse a classifier whose labels are not exactly ours (any order is fine)."""
-    names = {str(v) for v in (config.id2label or {}).values()}
+    names = {str(v) for v in (id2label or {}).values()}
     if names != set(LABELS):
         raise ValueError(f"{path}: model labels {sorted(names)} are not {sorted(LABELS)}")
+
+
+def read_config(path: Path | str) -> dict[str, Any]:
+    """The raw config.json of a complete model dir; ModelNotFoundError without config or safetensors."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"no trained model at {path}")
+    if not (path / "model.safetensors").is_file() and not any(path.glob("model-*.safetensors")):
+        raise ModelNotFoundError(f"{path} has no model.safetensors (only safetensors weights are loaded)")
+    return json.loads((path / "config.json").read_text(encoding="utf-8"))
 
 
 def load_classifier(path: Path | str, dtype: torch.dtype = torch.float32):
@@ -60,15 +72,12 @@ def load_classifier(path: Path | str, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ModelNotFoundError(f"no trained model at {path}")
-    if not (path / "model.safetensors").is_file() and not any(path.glob("model-*.safetensors")):
-        raise ModelNotFoundError(f"{path} has no model.safetensors (only safetensors weights are loaded)")
+    read_config(path)  # a missing config or missing safetensors weights is a ModelNotFoundError
     model = AutoModelForSequenceClassification.from_pretrained(
         path, use_safetensors=True, trust_remote_code=False, dtype=dtype
     )
     model.eval()
-    check_labels(model.config, path)
+    check_labels(model.config.id2label, path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     return model, tokenizer, read_meta(model.config)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model.format import ModelMeta, ModelNotFoundError, check_labels, load_classifier, read_meta
+from ..model.format import ModelMeta, ModelNotFoundError, check_labels, load_classifier, read_config, read_meta
 from ..model.inference import length_sorted_batches, physical_cores
 from ..model.labels import LABELS
 from ..model.paths import default_model_dir
@@ -216,15 +216,13 @@ def _load(path: Path) -> tuple[Any, Any, ModelMeta]:
     """(model, tokenizer, meta): plain BERT classifiers without transformers, anything else with it."""
     from ..model import encoder
 
-    if not (path / "config.json").is_file():
-        raise ModelNotFoundError(f"no trained model at {path}")
-    raw = encoder.read_config(path)
+    raw = read_config(path)
     if not (encoder.is_supported(raw) and (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()):
         return load_classifier(path)
     from tokenizers import Tokenizer
 
-    model = encoder.load_bert_classifier(path)
-    check_labels(model.config, path)
+    model = encoder.load_bert_classifier(path, raw)
+    check_labels(model.config.id2label, path)
     return model, Tokenizer.from_file(str(path / "tokenizer.json")), read_meta(model.config)
 
 

@@ -23,15 +23,14 @@ def stale_reason(out: Path, args: TrainingArguments) -> str | None:
     Reads config.json only (no weights): a model is kept when it is complete, has our labels and was
     trained from the same corpus bytes and the same arguments. A model trained elsewhere (no training
     record in its config) is never overwritten by ``--if-missing``."""
-    from ..model.format import check_labels
+    from ..model.format import ModelNotFoundError, check_labels, read_config
     from .data import file_sha256
 
-    config_file = out / "config.json"
-    if not config_file.is_file() or not any(out.glob("*.safetensors")):
-        return f"no model at {out}"
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        check_labels(argparse.Namespace(id2label=config.get("id2label")), out)
+        config = read_config(out)
+        check_labels(config.get("id2label"), out)
+    except ModelNotFoundError:
+        return f"no model at {out}"
     except (OSError, ValueError) as exc:
         return f"unusable model at {out} ({exc})"
     record = config.get("exportstance_training")
