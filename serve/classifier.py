@@ -105,9 +105,9 @@ class StanceClassifier:
     ) -> StanceClassifier:
         """Load a trained model dir (default: ``default_model_dir()``, honouring ``$EXPORTSTANCE_MODEL``).
 
-        ``batch_size`` 16 was the fastest in one in-process comparison on the 2-core target (fp32, corpus
-        statements: 16 -> 70/s, 32 -> 63/s, 128 -> 50/s). ``threads`` defaults to the number of
-        physical cores; ``precision`` is ``fp32`` (default),
+        ``batch_size`` 16: on the 2-core target smaller length-sorted batches (less padding) were
+        faster than 32 or 128 in fp32 (compare with ``bench/bench_serve.py --batch-size N``).
+        ``threads`` defaults to the number of physical cores; ``precision`` is ``fp32`` (default),
         ``bf16`` (autocast; only fast on CPUs with native bf16) or ``int8`` (dynamic quantisation of
         the Linear layers).
         """
@@ -272,8 +272,8 @@ def _quantize_int8(model: Any) -> Any:
     """Dynamic int8 quantisation of the encoder's Linear layers (weights int8 per output channel,
     activations quantised per batch). The pooler and classifier stay fp32: quantising them too
     dropped label agreement with fp32 to 91% on corpus statements, for almost no extra speed; per
-    channel rather than per tensor gave 98.9% instead of 97.8% at the same speed (1,500 corpus
-    statements, one model; ``bench/bench_serve.py`` prints the figure for the current model).
+    channel rather than per tensor agreed with fp32 more often at the same speed in a comparison on
+    an earlier model (``bench/bench_serve.py`` prints the agreement for the current one).
 
     Modifies ``model`` in place (``load`` owns it; a caller passing its own model gives it up)."""
     try:
