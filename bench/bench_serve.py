@@ -8,6 +8,8 @@ shared CPU is noisy), the speed-up over
 and the cold start (imports, then ``StanceClassifier.load``). Each mode runs in a fresh interpreter,
 so its peak RSS and load time are its own. Corpus files are JSONL (``text`` key) or plain text (one
 statement per line); the default is labels/corpus.jsonl when built, else the sentences of examples/.
+It also prints the fp32 ceiling of this CPU (see ``fp32_ceiling``): how fast the matmuls alone
+could go, which bounds the speed-up any fp32 engine can have over the naive pipeline.
 """
 from __future__ import annotations
 
@@ -82,6 +84,13 @@ def report(args: argparse.Namespace) -> int:
         agree = f"{100 * sum(a == b for a, b in zip(labels, reference)) / len(labels):.1f}%" if reference else "-"
         note = f"  ({len(labels)} texts)" if len(labels) != len(texts) else ""
         print(f"{name:<28}{result['rate']:>13.1f}{ratio:>10}{agree:>12}{result['rss_mib']:>7.0f} MiB{note}")
+    ceiling = fp32.get("ceiling")
+    if ceiling:
+        bound = f" = {ceiling['rate'] / naive:.2f}x the naive pipeline" if naive else ""
+        print(f"\nfp32 ceiling: the Linear layers alone need {ceiling['gflop_total']:.0f} GFLOP for these "
+              f"{len(texts)} statements ({ceiling['tokens']} tokens); at this CPU's measured fp32 matmul rate "
+              f"of {ceiling['gflops']:.0f} GFLOP/s that is at most {ceiling['rate']:.1f} statements/s{bound} "
+              f"(exportstance fp32 reaches {100 * fp32['rate'] / ceiling['rate']:.0f}% of it)")
     return 0
 
 
@@ -127,7 +136,46 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
         seconds.append(time.perf_counter() - t0)
     result.update(rate=len(texts) / min(seconds), labels=labels,
                   rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if mode == "fp32":
+        result["ceiling"] = fp32_ceiling(clf, texts, args.batch_size)
     return result
+
+
+def fp32_ceiling(clf, texts: list[str], batch_size: int) -> dict | None:
+    """The most statements/s any fp32 implementation could reach here: the FLOPs of the model's
+    Linear layers for these texts (the minimum our encoder computes: all layers for every token,
+    the last one's keys and values only) divided by the fp32 matmul rate of this CPU, measured on
+    the same shapes (batch x mean tokens rows). Attention, GELU, LayerNorm and tokenising are free
+    in this bound, so an fp32 engine can beat it only by multiplying matrices faster than torch's
+    BLAS does here (and the run-to-run noise of a shared CPU, ~10%)."""
+    import torch
+
+    from exportstance.model.encoder import BertClassifier
+
+    if not isinstance(clf.model, BertClassifier):
+        return None
+    c = clf.model.config
+    tokens = sum(len(e.ids) for e in clf.tokenizer.encode_batch(texts))
+    h, i, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
+    per_token = 2 * ((layers - 1) * (4 * h * h + 2 * h * i) + 2 * h * h)
+    shapes = [(h, h)] * 4 + [(h, i), (i, h)]
+    rows = batch_size * round(tokens / len(texts))
+    inputs = {k: torch.randn(rows, k) for k in (h, i)}
+    weights = [torch.randn(n, k) for k, n in shapes]
+    with torch.inference_mode():
+        for _ in range(3):
+            for w in weights:
+                torch.nn.functional.linear(inputs[w.shape[1]], w)
+        best = float("inf")
+        for _ in range(20):  # best of 20 rounds: the rate the CPU reaches when nothing interferes
+            t0 = time.perf_counter()
+            for _ in range(10):
+                for w in weights:
+                    torch.nn.functional.linear(inputs[w.shape[1]], w)
+            best = min(best, time.perf_counter() - t0)
+    gflops = 10 * sum(2 * rows * k * n for k, n in shapes) / best / 1e9
+    seconds = per_token * tokens / (gflops * 1e9)
+    return {"gflops": gflops, "tokens": tokens, "gflop_total": per_token * tokens / 1e9, "rate": len(texts) / seconds}
 
 
 def load_corpus(files: list[Path] | None, n: int) -> list[str]:

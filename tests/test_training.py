@@ -81,7 +81,7 @@ def test_train_is_deterministic_and_saves_a_pipeline_loadable_model(tiny_base_di
 
     r1 = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m1"), progress=False)
     r2 = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m2"), progress=False)
-    assert (r1.dev_macro_f1, r1.best_epoch, r1.temperature) == (r2.dev_macro_f1, r2.best_epoch, r2.temperature)
+    assert (r1.dev_score, r1.best_epoch, r1.temperature) == (r2.dev_score, r2.best_epoch, r2.temperature)
     assert r1.temperature > 0 and r1.n_train == 24 and r1.n_dev == 12
     _, _, meta = load_classifier(r1.output_dir)
     assert meta.temperature == pytest.approx(r1.temperature) and meta.max_length == 32
@@ -89,6 +89,22 @@ def test_train_is_deterministic_and_saves_a_pipeline_loadable_model(tiny_base_di
     assert out[0]["label"] in ("pro", "anti", "neutral")
     log = [json.loads(line) for line in (r1.output_dir / "train_log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == [1, 2, 3]
+
+
+def test_eval_only_after_the_last_epoch_keeps_the_final_weights(tiny_base_dir, tiny_corpus, tmp_path):
+    from exportstance.training.trainer import train
+
+    r = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m", eval_every_epoch=False, select_metric="accuracy"),
+              progress=False)
+    log = [json.loads(line) for line in (r.output_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2, 3]
+    assert ["dev_accuracy" in e for e in log] == [False, False, True]
+    assert r.best_epoch == 3 and r.select_metric == "accuracy" and r.dev_score == pytest.approx(log[-1]["dev_accuracy"], abs=1e-4)
+
+
+def test_unknown_select_metric_is_refused():
+    with pytest.raises(ValueError, match="select_metric must be one of macro_f1, accuracy"):
+        TrainingArguments(select_metric="f1")
 
 
 def test_tiny_model_learns_the_training_set(tiny_base_dir, tmp_path):
@@ -102,7 +118,7 @@ def test_tiny_model_learns_the_training_set(tiny_base_dir, tmp_path):
     corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     r = train(_args(tiny_base_dir, corpus, tmp_path / "m", epochs=30, batch_size=4, learning_rate=3e-4,
                     head_learning_rate=3e-3, warmup_ratio=0.0), progress=False)
-    assert r.dev_macro_f1 > 0.45
+    assert r.dev_score > 0.45
 
 
 def test_evaluate_reports_model_and_baselines(tiny_base_dir, tiny_corpus, tmp_path):

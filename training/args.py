@@ -9,6 +9,7 @@ from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
+SELECT_METRICS = ("macro_f1", "accuracy")
 
 
 @dataclass
@@ -39,12 +40,18 @@ class TrainingArguments:
     """Also freeze all embeddings and the lowest N transformer layers: the backward pass stops at
     layer N, so each step is cheaper; 0 = only what freeze_embeddings says."""
     eval_every_epoch: bool = True
+    """Score dev after every epoch and keep the best epoch; false = only after the last one (the
+    final weights are kept), which saves one dev pass per epoch."""
     select_metric: str = "macro_f1"
-    """Checkpoint selection on the dev split."""
+    """What the dev score is: one of SELECT_METRICS (checkpoint selection)."""
     max_train_samples: int | None = None
     """Cap on training rows (for smoke tests); None = all."""
     threads: int | None = None
     """torch threads; None = physical cores."""
+
+    def __post_init__(self) -> None:
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {self.select_metric!r}")
 
     @classmethod
     def from_toml(cls, path: Path | str, overrides: dict[str, Any] | None = None) -> "TrainingArguments":

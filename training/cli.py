@@ -57,8 +57,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
             return 0
         print(f"training: {reason}")
     result = train(args, progress=not ns.quiet)
-    print(f"trained in {result.seconds / 60:.1f} min: best epoch {result.best_epoch}, dev macro-F1 "
-          f"{result.dev_macro_f1:.3f}, temperature {result.temperature:.3f}, dev ECE "
+    print(f"trained in {result.seconds / 60:.1f} min: best epoch {result.best_epoch}, dev "
+          f"{result.select_metric} {result.dev_score:.3f}, temperature {result.temperature:.3f}, dev ECE "
           f"{result.dev_ece_before:.3f} -> {result.dev_ece_after:.3f}; saved to {out}")
     if not ns.no_eval:
         results = evaluate(out, default_eval_specs(args.data), args.data,

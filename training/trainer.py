@@ -31,7 +31,9 @@ from .data import file_sha256, load_split, to_dataset
 class TrainResult:
     output_dir: Path
     best_epoch: int
-    dev_macro_f1: float
+    select_metric: str
+    dev_score: float
+    """The best epoch's dev score in ``select_metric``."""
     temperature: float
     dev_ece_before: float
     dev_ece_after: float
@@ -114,8 +116,12 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
             yield batches[b]
 
 
-def _macro_f1(logits: torch.Tensor, labels: np.ndarray) -> float:
-    return float(f1_score(labels, logits.argmax(dim=1).numpy(), average="macro"))
+def dev_score(metric: str, logits: torch.Tensor, labels: np.ndarray) -> float:
+    """The checkpoint-selection score (``TrainingArguments.select_metric``)."""
+    predicted = logits.argmax(dim=1).numpy()
+    if metric == "accuracy":
+        return float((predicted == labels).mean())
+    return float(f1_score(labels, predicted, average="macro"))
 
 
 def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
@@ -187,10 +193,14 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
             losses.append(loss.item())
             step += 1
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        entry = {"epoch": epoch, "step": step, "train_loss": round(float(np.mean(losses)), 4)}
+        if not args.eval_every_epoch and epoch < n_epochs:
+            log.append({**entry, "elapsed_s": round(time.perf_counter() - start, 1)})
+            continue
         dev_logits = batched_logits(model, tokenizer, dev_texts, args.max_length)
-        dev_f1 = _macro_f1(dev_logits, dev_labels)
-        entry = {"epoch": epoch, "step": step, "train_loss": round(float(np.mean(losses)), 4),
-                 "dev_macro_f1": round(dev_f1, 4), "elapsed_s": round(time.perf_counter() - start, 1)}
+        dev_f1 = dev_score(args.select_metric, dev_logits, dev_labels)
+        entry = {**entry, f"dev_{args.select_metric}": round(dev_f1, 4),
+                 "elapsed_s": round(time.perf_counter() - start, 1)}
         log.append(entry)
         if progress:
             print(json.dumps(entry), flush=True)
@@ -212,7 +222,7 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
     }
     save_classifier(model, tokenizer, out_dir, ModelMeta(temperature=temperature, max_length=args.max_length))
     result = TrainResult(
-        output_dir=out_dir, best_epoch=best[1], dev_macro_f1=best[0], temperature=temperature,
+        output_dir=out_dir, best_epoch=best[1], select_metric=args.select_metric, dev_score=best[0], temperature=temperature,
         dev_ece_before=ece_before, dev_ece_after=ece_after, seconds=time.perf_counter() - start,
         n_train=len(train_rows), n_dev=len(dev_rows), data_sha256=data_sha256,
     )
