@@ -198,15 +198,15 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
             log.append({**entry, "elapsed_s": round(time.perf_counter() - start, 1)})
             continue
         dev_logits = batched_logits(model, tokenizer, dev_texts, args.max_length)
-        dev_f1 = dev_score(args.select_metric, dev_logits, dev_labels)
-        entry = {**entry, f"dev_{args.select_metric}": round(dev_f1, 4),
+        score = dev_score(args.select_metric, dev_logits, dev_labels)
+        entry = {**entry, f"dev_{args.select_metric}": round(score, 4),
                  "elapsed_s": round(time.perf_counter() - start, 1)}
         log.append(entry)
         if progress:
             print(json.dumps(entry), flush=True)
-        if best is None or dev_f1 > best[0]:
+        if best is None or score > best[0]:
             state = model.state_dict()
-            best = (dev_f1, epoch, {n: state[n].detach().clone() for n in trainable})
+            best = (score, epoch, {n: state[n].detach().clone() for n in trainable})
 
     assert best is not None
     model.load_state_dict(best[2], strict=False)
