@@ -191,9 +191,9 @@ class BertClassifier(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         # (batch, 1, 1, keys) additive: 0 = attend, dtype min = padding. Padded queries compute
         # values that are never read.
-        keep = attention_mask.bool()[:, None, None, :]
-        mask = torch.zeros(keep.shape).masked_fill_(~keep, torch.finfo(torch.float32).min)
         x = self.bert.embeddings(input_ids)
+        keep = attention_mask.bool()[:, None, None, :]
+        mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill_(~keep, torch.finfo(x.dtype).min)
         *lower, last = self.bert.encoder.layer
         for layer in lower:
             x = layer(x, mask)

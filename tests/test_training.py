@@ -136,6 +136,11 @@ def test_evaluate_reports_model_and_baselines(tiny_base_dir, tiny_corpus, tmp_pa
     assert "| exportstance | 12 |" in format_results(res)
     again = evaluate(r.output_dir, [f"{tiny_corpus}:test"], tiny_corpus, base_model=str(tiny_base_dir))
     assert again["sets"] == res["sets"]
+    from exportstance.training.model_card import write_model_card
+
+    card = write_model_card(r, _args(tiny_base_dir, tiny_corpus, tmp_path / "m"), res).read_text(encoding="utf-8")
+    assert f"- Chosen epoch: {r.best_epoch} (best on dev), dev macro_f1 {r.dev_score:.3f}" in card
+    assert "| exportstance | 12 |" in card and f"`exportstance evaluate --model {r.output_dir}`" in card
 
 
 def test_length_grouped_batches_cover_every_example_once_per_epoch():

@@ -28,7 +28,7 @@ Stance of German statements on export controls of AI chips and chip technology t
 ## Training
 - Base model: {base}
 - Data: `{args.data}` (sha256 `{result.data_sha256[:16]}…`), {result.n_train} train / {result.n_dev} dev statements
-- Best epoch (dev {result.select_metric}): {result.best_epoch}, dev {result.select_metric} {result.dev_score:.3f}
+- Chosen epoch: {result.best_epoch} ({'best on dev' if args.eval_every_epoch else 'the last'}), dev {result.select_metric} {result.dev_score:.3f}
 - Calibration: temperature {result.temperature:.3f} fitted on dev; dev ECE {result.dev_ece_before:.3f} → {result.dev_ece_after:.3f}
 - Training time: {result.seconds / 60:.1f} min on {_cpu()}
 - Arguments:

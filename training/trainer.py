@@ -1,7 +1,7 @@
 """Fine-tuning loop: AutoModelForSequenceClassification on the corpus train split.
 
 A short, readable loop instead of `transformers.Trainer`: two learning rates (pretrained body vs.
-new head), a frozen embedding matrix, dev macro-F1 checkpoint selection and temperature scaling,
+new head), a frozen embedding matrix, checkpoint selection on dev (macro-F1 by default) and temperature scaling,
 with nothing hidden behind callbacks.
 """
 from __future__ import annotations
@@ -195,7 +195,10 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         entry = {"epoch": epoch, "step": step, "train_loss": round(float(np.mean(losses)), 4)}
         if not args.eval_every_epoch and epoch < n_epochs:
-            log.append({**entry, "elapsed_s": round(time.perf_counter() - start, 1)})
+            entry["elapsed_s"] = round(time.perf_counter() - start, 1)
+            log.append(entry)
+            if progress:
+                print(json.dumps(entry), flush=True)
             continue
         dev_logits = batched_logits(model, tokenizer, dev_texts, args.max_length)
         score = dev_score(args.select_metric, dev_logits, dev_labels)
