@@ -8,8 +8,8 @@ shared CPU is noisy), the speed-up over
 and the cold start (imports, then ``StanceClassifier.load``). Each mode runs in a fresh interpreter,
 so its peak RSS and load time are its own. Corpus files are JSONL (``text`` key) or plain text (one
 statement per line); the default is labels/corpus.jsonl when built, else the sentences of examples/.
-It also prints the fp32 ceiling of this CPU (see ``fp32_ceiling``): how fast the matmuls alone
-could go, which bounds the speed-up any fp32 engine can have over the naive pipeline.
+It also prints an fp32 ceiling (see ``fp32_ceiling``): how fast torch's matmuls alone could go,
+which bounds the speed-up an fp32 engine built on them can have over the naive pipeline.
 """
 from __future__ import annotations
 
@@ -147,8 +147,8 @@ def fp32_ceiling(clf, texts: list[str], batch_size: int) -> dict | None:
     layers for every token, the last layer's keys and values; its [CLS]-only rest and the head,
     ~0.2%, are left out) divided by the fp32 matmul rate torch reaches on this CPU with the
     classifier's threads, on the same shapes (batch x mean tokens rows). Attention, GELU,
-    LayerNorm and tokenising are free in this bound; only faster matmuls than torch's (a CPU this
-    bound measures at 80-90% of its nominal peak) or run-to-run noise (~10%) could beat it."""
+    LayerNorm and tokenising are free in this bound; only faster matmuls than torch's or run-to-run
+    noise (~10%) could beat it."""
     import torch
 
     from exportstance.model.encoder import BertClassifier
@@ -164,17 +164,18 @@ def fp32_ceiling(clf, texts: list[str], batch_size: int) -> dict | None:
     torch.set_num_threads(clf.threads)
     inputs = {k: torch.randn(rows, k) for k in (h, i)}
     weights = [torch.randn(n, k) for k, n in shapes]
-    with torch.inference_mode():
-        for _ in range(3):
+
+    def layer_matmuls(repeat: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(repeat):
             for w in weights:
                 torch.nn.functional.linear(inputs[w.shape[1]], w)
-        best = float("inf")
-        for _ in range(20):  # best of 20 rounds: the rate the CPU reaches when nothing interferes
-            t0 = time.perf_counter()
-            for _ in range(10):
-                for w in weights:
-                    torch.nn.functional.linear(inputs[w.shape[1]], w)
-            best = min(best, time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+    with torch.inference_mode():
+        layer_matmuls(3)  # warm-up
+        # best of 20 rounds: the rate the CPU reaches when nothing interferes
+        best = min(layer_matmuls(10) for _ in range(20))
     gflops = 10 * sum(2 * rows * k * n for k, n in shapes) / best / 1e9
     seconds = per_token * tokens / (gflops * 1e9)
     return {"gflops": gflops, "tokens": tokens, "gflop_total": per_token * tokens / 1e9, "rate": len(texts) / seconds}

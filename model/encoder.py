@@ -189,9 +189,9 @@ class BertClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        x = self.bert.embeddings(input_ids)
         # (batch, 1, 1, keys) additive: 0 = attend, dtype min = padding. Padded queries compute
         # values that are never read.
-        x = self.bert.embeddings(input_ids)
         keep = attention_mask.bool()[:, None, None, :]
         mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill_(~keep, torch.finfo(x.dtype).min)
         *lower, last = self.bert.encoder.layer

@@ -83,8 +83,17 @@ def test_train_is_deterministic_and_saves_a_pipeline_loadable_model(tiny_base_di
     r2 = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m2"), progress=False)
     assert (r1.dev_score, r1.best_epoch, r1.temperature) == (r2.dev_score, r2.best_epoch, r2.temperature)
     assert r1.temperature > 0 and r1.n_train == 24 and r1.n_dev == 12
-    _, _, meta = load_classifier(r1.output_dir)
+    model, tokenizer, meta = load_classifier(r1.output_dir)
     assert meta.temperature == pytest.approx(r1.temperature) and meta.max_length == 32
+    # the temperature belongs to the saved weights: refitting on their dev logits gives it back
+    from exportstance.model.inference import batched_logits
+    from exportstance.model.labels import LABEL2ID
+    from exportstance.training.data import load_split
+
+    dev = load_split(str(tiny_corpus), "dev")
+    logits = batched_logits(model, tokenizer, [r["text"] for r in dev], 32).detach().numpy()
+    labels = np.array([LABEL2ID[r["label"]] for r in dev])
+    assert fit_temperature(logits, labels) == pytest.approx(r1.temperature, rel=1e-6)
     out = pipeline("text-classification", model=str(r1.output_dir))("Die Sperren wirken.")
     assert out[0]["label"] in ("pro", "anti", "neutral")
     log = [json.loads(line) for line in (r1.output_dir / "train_log.jsonl").read_text().splitlines()]

@@ -172,7 +172,7 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
     dev_texts = [r["text"] for r in dev_rows]
     dev_labels = np.array([LABEL2ID[r["label"]] for r in dev_rows])
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    best: tuple[float, int, dict[str, torch.Tensor], torch.Tensor] | None = None  # score, epoch, weights, dev logits
     log: list[dict[str, Any]] = []
     step = 0
     n_epochs = math.ceil(args.epochs)
@@ -194,26 +194,22 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
             step += 1
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         entry = {"epoch": epoch, "step": step, "train_loss": round(float(np.mean(losses)), 4)}
-        if not args.eval_every_epoch and epoch < n_epochs:
-            entry["elapsed_s"] = round(time.perf_counter() - start, 1)
-            log.append(entry)
-            if progress:
-                print(json.dumps(entry), flush=True)
-            continue
-        dev_logits = batched_logits(model, tokenizer, dev_texts, args.max_length)
-        score = dev_score(args.select_metric, dev_logits, dev_labels)
-        entry = {**entry, f"dev_{args.select_metric}": round(score, 4),
-                 "elapsed_s": round(time.perf_counter() - start, 1)}
+        scored = args.eval_every_epoch or epoch == n_epochs
+        if scored:
+            dev_logits = batched_logits(model, tokenizer, dev_texts, args.max_length)
+            score = dev_score(args.select_metric, dev_logits, dev_labels)
+            entry[f"dev_{args.select_metric}"] = round(score, 4)
+        entry["elapsed_s"] = round(time.perf_counter() - start, 1)
         log.append(entry)
         if progress:
             print(json.dumps(entry), flush=True)
-        if best is None or score > best[0]:
+        if scored and (best is None or score > best[0]):
             state = model.state_dict()
-            best = (score, epoch, {n: state[n].detach().clone() for n in trainable})
+            best = (score, epoch, {n: state[n].detach().clone() for n in trainable}, dev_logits)
 
     assert best is not None
     model.load_state_dict(best[2], strict=False)
-    dev_logits = batched_logits(model, tokenizer, dev_texts, args.max_length).numpy()
+    dev_logits = best[3].numpy()  # the kept epoch's dev logits: same weights, eval mode, no second pass
     temperature = fit_temperature(dev_logits, dev_labels)
     ece_before = expected_calibration_error(softmax(dev_logits), dev_labels)
     ece_after = expected_calibration_error(softmax(dev_logits, temperature), dev_labels)
