@@ -1,10 +1,9 @@
 """Batched forward passes shared by training (dev evaluation) and serving."""
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
-
-import os
 
 import torch
 
@@ -24,6 +23,19 @@ def physical_cores() -> int:
     except OSError:
         pass
     return max(1, (os.cpu_count() or 2) // 2)
+
+
+def has_native_bf16() -> bool:
+    """Native bf16 matmul (AVX512-BF16 or AMX); without it autocast emulates bf16 and is slow."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

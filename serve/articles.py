@@ -59,11 +59,16 @@ def summarize(statements: list[dict[str, Any]]) -> dict[str, Any]:
         "n_statements": n,
         "counts": counts,
         "shares": {label: counts[label] / n if n else 0.0 for label in LABELS},
-        "stance_index": (pro - anti) / (pro + anti) if pro + anti else None,
+        "stance_index": stance_index(pro, anti),
         "dominant": dominant_stance(pro, anti),
         "strongest_pro": _strongest(statements, "pro"),
         "strongest_anti": _strongest(statements, "anti"),
     }
+
+
+def stance_index(pro: int, anti: int) -> float | None:
+    """(pro - anti) / (pro + anti): +1 all stance statements pro, -1 all anti; None without any."""
+    return (pro - anti) / (pro + anti) if pro + anti else None
 
 
 def dominant_stance(pro: int, anti: int) -> str:

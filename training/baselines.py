@@ -1,4 +1,5 @@
-"""The two baselines a user would try instead of fine-tuning, trained on the same train split.
+"""The two baselines a user would try instead of fine-tuning, trained on the same train rows
+(with the same per-row weights) as the model.
 
 Both pick the logistic-regression C on the dev split, like the fine-tuned model picks its epoch.
 """
@@ -19,24 +20,24 @@ from ..model.inference import length_sorted_batches
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
 
 
-def _select_c(make, X_train, y_train, X_dev, y_dev) -> Any:
+def _select_c(make, X_train, y_train, X_dev, y_dev, sample_weight=None, weight_key: str = "sample_weight") -> Any:
     best = None
     for c in C_GRID:
-        clf = make(c).fit(X_train, y_train)
+        clf = make(c).fit(X_train, y_train, **({weight_key: sample_weight} if sample_weight is not None else {}))
         f1 = f1_score(y_dev, clf.predict(X_dev), average="macro")
         if best is None or f1 > best[0]:
             best = (f1, clf)
     return best[1]
 
 
-def tfidf_baseline(train: Sequence[str], y_train, dev: Sequence[str], y_dev) -> Pipeline:
+def tfidf_baseline(train: Sequence[str], y_train, dev: Sequence[str], y_dev, sample_weight=None) -> Pipeline:
     """Character n-grams (2-5, within word boundaries): robust to German compounds and inflection."""
     def make(c: float) -> Pipeline:
         return make_pipeline(
             TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
             LogisticRegression(C=c, max_iter=3000, class_weight="balanced"),
         )
-    return _select_c(make, list(train), y_train, list(dev), y_dev)
+    return _select_c(make, list(train), y_train, list(dev), y_dev, sample_weight, "logisticregression__sample_weight")
 
 
 class FrozenEncoder:
@@ -63,12 +64,13 @@ class FrozenEncoder:
         return out
 
 
-def embedding_baseline(encoder: FrozenEncoder, train: Sequence[str], y_train, dev: Sequence[str], y_dev):
+def embedding_baseline(encoder: FrozenEncoder, train: Sequence[str], y_train, dev: Sequence[str], y_dev,
+                       sample_weight=None):
     """Logistic regression on frozen embeddings; returns a predict_proba-able callable on raw texts."""
     X_train, X_dev = encoder.encode(train), encoder.encode(dev)
 
     def make(c: float) -> LogisticRegression:
         return LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
 
-    clf = _select_c(make, X_train, y_train, X_dev, y_dev)
+    clf = _select_c(make, X_train, y_train, X_dev, y_dev, sample_weight)
     return lambda texts: clf.predict_proba(encoder.encode(texts))

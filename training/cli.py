@@ -24,7 +24,7 @@ def stale_reason(out: Path, args: TrainingArguments) -> str | None:
     trained from the same corpus bytes and the same arguments. A model trained elsewhere (no training
     record in its config) is never overwritten by ``--if-missing``."""
     from ..model.format import ModelNotFoundError, check_labels, read_config
-    from .data import file_sha256
+    from .trainer import data_sha256
 
     try:
         config = read_config(out)
@@ -36,8 +36,9 @@ def stale_reason(out: Path, args: TrainingArguments) -> str | None:
     record = config.get("exportstance_training")
     if record is None:
         return None
-    if record.get("data_sha256") != file_sha256(args.data):
-        return f"the model at {out} was trained on another version of {args.data}"
+    if record.get("data_sha256") != data_sha256(args):
+        data = f"{args.data} + {args.real_data}" if args.real_data else args.data
+        return f"the model at {out} was trained on another version of {data}"
     if record.get("arguments") != args.to_dict():
         return f"the model at {out} was trained with other arguments"
     return None
@@ -57,12 +58,14 @@ def cmd_train(ns: argparse.Namespace) -> int:
             return 0
         print(f"training: {reason}")
     result = train(args, progress=not ns.quiet)
-    print(f"trained in {result.seconds / 60:.1f} min: best epoch {result.best_epoch}, dev "
-          f"{result.select_metric} {result.dev_score:.3f}, temperature {result.temperature:.3f}, dev ECE "
+    print(f"trained in {result.seconds / 60:.1f} min ({result.precision}): best epoch {result.best_epoch}, dev "
+          f"{result.select_metric} {result.dev_scores}, temperature {result.temperature:.3f} (fitted on "
+          f"{result.calibration_n} {args.calibrate_on} dev statements), ECE there "
           f"{result.dev_ece_before:.3f} -> {result.dev_ece_after:.3f}; saved to {out}")
     if not ns.no_eval:
-        results = evaluate(out, default_eval_specs(args.data), args.data,
-                           base_model=resolve_base_model(args.base_model))
+        results = evaluate(out, default_eval_specs(args.data, args.real_data), args.data,
+                           base_model=resolve_base_model(args.base_model), real_data=args.real_data,
+                           real_weight=args.real_weight)
         print(format_results(results))
         print(f"model card: {write_model_card(result, args, results)}")
     return 0
@@ -78,18 +81,26 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     args_file = model_dir / "training_args.json"
     trained = json.loads(args_file.read_text(encoding="utf-8")) if args_file.is_file() else TrainingArguments().to_dict()
     corpus = ns.corpus or trained["data"]
-    specs = ns.data or default_eval_specs(corpus)
+    real = None if ns.corpus else trained.get("real_data")  # --corpus names the baselines' data alone
+    specs = ns.data or default_eval_specs(corpus, real)
     base = None if ns.no_baselines else resolve_base_model(ns.base_model or trained["base_model"])
-    results = evaluate(model_dir, specs, corpus, out_dir=ns.out, baselines=not ns.no_baselines, base_model=base)
+    results = evaluate(model_dir, specs, corpus, out_dir=ns.out, baselines=not ns.no_baselines, base_model=base,
+                       real_data=real, real_weight=trained.get("real_weight", 1.0))
     print(format_results(results))
     return 0
 
 
 def cmd_stats(ns: argparse.Namespace) -> int:
-    from .data import corpus_stats, format_stats, read_jsonl
+    from .data import corpus_stats, format_stats, read_jsonl, resolve
 
-    stats = corpus_stats(read_jsonl(ns.data))
-    print(json.dumps(stats, indent=2, ensure_ascii=False) if ns.json else format_stats(stats))
+    files = ns.data or [p for p in ("labels/corpus.jsonl", "labels/realnews.jsonl") if resolve(p).is_file()]
+    stats = {f: corpus_stats(read_jsonl(f)) for f in files}
+    if len(files) > 1:
+        stats["all"] = corpus_stats([r for f in files for r in read_jsonl(f)])
+    if ns.json:
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
+    else:
+        print("\n\n".join(f"== {name} ==\n{format_stats(s)}" for name, s in stats.items()))
     return 0
 
 
@@ -109,13 +120,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="trained model dir (default: the default model)")
     p.add_argument("--data", nargs="+", metavar="FILE[:SPLIT]",
                    help="eval sets (default: corpus test split and ../shared/eval/realnews_dev.jsonl)")
-    p.add_argument("--corpus", help="corpus whose train/dev splits train the baselines (default: the model's)")
+    p.add_argument("--corpus", help="corpus whose train/dev splits train the baselines (default: the model's "
+                                    "corpus and real-news corpus)")
     p.add_argument("--base-model", help="encoder for the frozen-embedding baseline (default: the model's base)")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--out", help="where plots and eval_results.json go (default: MODEL/eval)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("corpus-stats", help="counts by label, split, actor, topic and form")
-    p.add_argument("--data", default="labels/corpus.jsonl")
+    p = sub.add_parser("corpus-stats", help="counts by source, label, split, actor, topic and form")
+    p.add_argument("--data", nargs="+", help="corpus files (default: labels/corpus.jsonl and labels/realnews.jsonl)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)

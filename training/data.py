@@ -75,7 +75,19 @@ def corpus_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "n_groups": len({r.get("group") for r in rows}),
         "words": {"min": min(words, default=0), "max": max(words, default=0),
                   "mean": round(sum(words) / max(len(words), 1), 1)},
+        "source": {kind: {"n": n, "label": dict(Counter(r["label"] for r in rows if source_kind(r) == kind).most_common())}
+                   for kind, n in Counter(source_kind(r) for r in rows).most_common()},
+        **({"n_pages": len({r["passage"] for r in rows if "passage" in r}),
+            "pages_by_split": {s: len({r["passage"] for r in rows if "passage" in r and r.get("split") == s})
+                               for s in SPLITS},
+            "outlet": dict(Counter(r["outlet"] for r in {r["passage"]: r for r in rows if "passage" in r}.values()).most_common())}
+           if any("passage" in r for r in rows) else {}),
     }
+
+
+def source_kind(row: dict[str, Any]) -> str:
+    """"synthetic", "real news", ...: the part of ``source`` before its colon."""
+    return str(row.get("source", "unknown")).split(":", 1)[0]
 
 
 def format_stats(stats: dict[str, Any], top: int = 15) -> str:
@@ -85,6 +97,14 @@ def format_stats(stats: dict[str, Any], top: int = 15) -> str:
     lines.append(f"{'split':<8}" + "".join(f"{lab:>9}" for lab in LABELS) + f"{'total':>9}")
     for split, counts in stats["split"].items():
         lines.append(f"{split:<8}" + "".join(f"{counts[lab]:>9}" for lab in LABELS) + f"{sum(counts.values()):>9}")
+    lines.append("by source: " + "; ".join(
+        f"{kind} {v['n']} (" + ", ".join(f"{lab} {c}" for lab, c in v["label"].items()) + ")"
+        for kind, v in stats["source"].items()))
+    if "n_pages" in stats:
+        outlets = list(stats["outlet"].items())
+        lines.append(f"pages: {stats['n_pages']} (" + ", ".join(f"{s} {n}" for s, n in stats["pages_by_split"].items())
+                     + f") from {len(outlets)} outlets: " + ", ".join(f"{k} {v}" for k, v in outlets[:top])
+                     + (" ..." if len(outlets) > top else ""))
     for key, n_key in (("topic", "n_topics"), ("form", None), ("actor", "n_actors")):
         items = list(stats[key].items())
         head = f"{key}s ({stats[n_key]} distinct)" if n_key else f"{key}s"

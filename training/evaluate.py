@@ -22,6 +22,8 @@ class EvalSet:
     name: str
     texts: list[str]
     labels: np.ndarray
+    passages: list[str] | None = None
+    """Passage id per statement where the file has them (real-news corpus): the article-level view."""
 
 
 def parse_eval_spec(spec: str) -> EvalSet:
@@ -34,14 +36,53 @@ def parse_eval_spec(spec: str) -> EvalSet:
     if not rows:
         raise ValueError(f"{spec}: no rows")
     name = Path(path).stem + (f":{split}" if split else "")
-    return EvalSet(name, [r["text"] for r in rows], np.array([LABEL2ID[r["label"]] for r in rows]))
+    if all("passage" in r and "position" in r for r in rows):
+        rows = sorted(rows, key=lambda r: (r["passage"], r["position"]))
+        passages = [str(r["passage"]) for r in rows]
+    else:
+        passages = None
+    return EvalSet(name, [r["text"] for r in rows], np.array([LABEL2ID[r["label"]] for r in rows]), passages)
 
 
-def default_eval_specs(corpus: str | Path) -> list[str]:
+def default_eval_specs(corpus: str | Path, real_data: str | Path | None = None) -> list[str]:
+    """Synthetic test, real-news test (when trained with one) and realnews_dev (when beside the checkout)."""
     specs = [f"{resolve(corpus)}:test"]
+    if real_data:
+        specs.append(f"{resolve(real_data)}:test")
     if REALNEWS_DEV.is_file():
         specs.append(str(REALNEWS_DEV))
     return specs
+
+
+def article_view(passages: Sequence[str], labels: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """Per passage, the article summary's dominant stance and stance index (the rules of
+    ``serve.articles``) from gold labels vs from predictions, and how often a statement without
+    stance got one. A passage without stance statements has no stance index; it counts as 0 for the error."""
+    from ..serve.articles import dominant_stance, stance_index
+
+    pro, anti, neutral = (LABEL2ID[lab] for lab in ("pro", "anti", "neutral"))
+    by_passage: dict[str, list[int]] = {}
+    for i, p in enumerate(passages):
+        by_passage.setdefault(p, []).append(i)
+    agree, errors, spurious_passages = 0, [], 0
+    for idx in by_passage.values():
+        g, q = labels[idx], pred[idx]
+        gp, ga, qp, qa = int((g == pro).sum()), int((g == anti).sum()), int((q == pro).sum()), int((q == anti).sum())
+        agree += dominant_stance(gp, ga) == dominant_stance(qp, qa)
+        errors.append(abs((stance_index(gp, ga) or 0.0) - (stance_index(qp, qa) or 0.0)))
+        spurious_passages += gp + ga == 0 and qp + qa > 0
+    no_stance = labels == neutral
+    n = len(by_passage)
+    return {
+        "n_passages": n,
+        "dominant_agreement": round(agree / n, 4),
+        "stance_index_mae": round(float(np.mean(errors)), 4),
+        "no_stance_statements": int(no_stance.sum()),
+        "no_stance_given_stance": int((pred[no_stance] != neutral).sum()),
+        "no_stance_given_stance_rate": round(float((pred[no_stance] != neutral).mean()), 4) if no_stance.any() else 0.0,
+        "passages_without_stance": sum(1 for idx in by_passage.values() if all(labels[i] == neutral for i in idx)),
+        "passages_without_stance_given_stance": int(spurious_passages),
+    }
 
 
 def metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -120,8 +161,13 @@ def evaluate(
     out_dir: str | Path | None = None,
     baselines: bool = True,
     base_model: str | None = None,
+    real_data: str | Path | None = None,
+    real_weight: float = 1.0,
 ) -> dict[str, Any]:
-    """Metrics of the model (served exactly as users get it) and the baselines on each eval set."""
+    """Metrics of the model (served exactly as users get it) and the baselines on each eval set.
+
+    The baselines train on what the model trained on: the corpus train split plus the real-news
+    train split (``real_data``, rows weighted ``real_weight``), C chosen on the same dev rows."""
     from ..serve.classifier import StanceClassifier
 
     model_dir = Path(model_dir)
@@ -134,14 +180,18 @@ def evaluate(
     if baselines:
         from .baselines import FrozenEncoder, embedding_baseline, tfidf_baseline
 
-        train = load_split(corpus, "train")
-        dev = load_split(corpus, "dev")
+        train, dev = load_split(corpus, "train"), load_split(corpus, "dev")
+        wt = [1.0] * len(train)
+        if real_data:
+            real_train = load_split(real_data, "train")
+            train, dev = train + real_train, load_split(real_data, "dev")
+            wt += [real_weight] * len(real_train)
         xt, yt = [r["text"] for r in train], np.array([LABEL2ID[r["label"]] for r in train])
         xd, yd = [r["text"] for r in dev], np.array([LABEL2ID[r["label"]] for r in dev])
-        tfidf = tfidf_baseline(xt, yt, xd, yd)
+        tfidf = tfidf_baseline(xt, yt, xd, yd, np.array(wt))
         systems["tfidf-char+logreg"] = tfidf.predict_proba
         if base_model:
-            systems["frozen-e5+logreg"] = embedding_baseline(FrozenEncoder(base_model), xt, yt, xd, yd)
+            systems["frozen-e5+logreg"] = embedding_baseline(FrozenEncoder(base_model), xt, yt, xd, yd, np.array(wt))
 
     results: dict[str, Any] = {"model": str(model_dir), "temperature": temperature, "sets": {}}
     for spec in eval_specs:
@@ -150,6 +200,8 @@ def evaluate(
         for name, predict_proba in systems.items():
             probs = np.asarray(predict_proba(es.texts))
             per_system[name] = metrics(probs, es.labels)
+            if es.passages is not None:
+                per_system[name]["articles"] = article_view(es.passages, es.labels, probs.argmax(axis=1))
             if name == "exportstance":
                 # p = softmax(z / T)  =>  softmax(T * log p) = softmax(z): the uncalibrated probabilities.
                 raw = softmax(np.log(np.clip(probs, 1e-12, 1.0)) * temperature)
@@ -185,4 +237,19 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(confusion_text(systems["exportstance"]["confusion"]))
         lines.append("```")
         lines.append("")
+        if "articles" in systems["exportstance"]:
+            a0 = systems["exportstance"]["articles"]
+            lines.append(f"Article-level view ({a0['n_passages']} passages; summary from gold labels vs from "
+                         f"predictions; {a0['no_stance_statements']} statements without stance, "
+                         f"{a0['passages_without_stance']} passages without any):")
+            lines.append("")
+            lines.append("| system | neutral precision | dominant stance agrees | stance-index MAE | "
+                         "no-stance statements given a stance | no-stance passages given a stance |")
+            lines.append("|---|---|---|---|---|---|")
+            for name, m in systems.items():
+                a = m["articles"]
+                lines.append(f"| {name} | {m['per_class']['neutral']['precision']:.3f} | {a['dominant_agreement']:.3f} | "
+                             f"{a['stance_index_mae']:.3f} | {a['no_stance_given_stance']} "
+                             f"({a['no_stance_given_stance_rate']:.1%}) | {a['passages_without_stance_given_stance']} |")
+            lines.append("")
     return "\n".join(lines)
