@@ -41,6 +41,7 @@ def _args(tiny_base_dir, corpus, out, **kw) -> TrainingArguments:
 def test_default_config_is_complete_and_valid():
     args = TrainingArguments.from_toml(DEFAULT_CONFIG)
     assert args.base_model == "default" and args.max_train_samples is None
+    assert args == TrainingArguments()  # the config file and the documented defaults say the same
 
 
 def test_unknown_option_is_refused(tmp_path):
@@ -327,3 +328,18 @@ def test_evaluate_gives_the_article_view_for_real_news_passages(tiny_base_dir, t
     assert real["exportstance"]["articles"]["n_passages"] == 3 and "articles" in real["tfidf-char+logreg"]
     assert "articles" not in res["sets"]["corpus:test"]["exportstance"]
     assert "Article-level view (3 passages" in format_results(res)
+
+
+def test_real_row_weights_keep_their_mean_and_tilt_to_rare_labels():
+    from exportstance.training.trainer import real_row_weights
+
+    rows = [{"label": "neutral"}] * 8 + [{"label": "pro"}] * 2
+    flat = real_row_weights(rows, 3.0, 0.0)
+    assert flat == pytest.approx([3.0] * 10)
+    balanced = real_row_weights(rows, 3.0, 1.0)
+    assert sum(balanced) / 10 == pytest.approx(3.0)
+    assert sum(balanced[8:]) == pytest.approx(sum(balanced[:8]))  # each label carries the same mass
+    half = real_row_weights(rows, 3.0, 0.5)
+    assert half[0] < flat[0] < half[-1] < balanced[-1]
+    with pytest.raises(ValueError):
+        TrainingArguments(real_class_balance=-1)

@@ -26,8 +26,12 @@ class TrainingArguments:
     real_data: str | None = "labels/realnews.jsonl"
     """Real-news corpus (same schema, its own train/dev/test splits) trained on beside ``data``;
     None = ``data`` only."""
-    real_weight: float = 3.0
+    real_weight: float = 1.5
     """Loss weight of a real-news training statement relative to a synthetic one (1.0)."""
+    real_class_balance: float = 0.5
+    """Exponent a of per-label weights (mean count / count of the label) ** a on the real-news train
+    rows (mean weight kept at ``real_weight``): 0 = none, 1 = fully balanced, 0.5 = in between. Real
+    text is mostly `neutral`; the synthetic corpus is balanced already."""
     synthetic_fraction: float = 1.0
     """Share of the ``data`` train rows drawn (afresh, seeded) for each epoch; the real rows are all
     used every epoch. Below 1 it trades passes over the synthetic part for training time."""
@@ -36,7 +40,7 @@ class TrainingArguments:
     seed: int = 42
     max_length: int = 128
     """Token window at training and inference time; longer statements are windowed when served."""
-    epochs: float = 3.5
+    epochs: float = 3.0
     batch_size: int = 16
     learning_rate: float = 1e-4
     head_learning_rate: float = 5e-4
@@ -64,7 +68,7 @@ class TrainingArguments:
     """Training matmuls: "fp32", "bf16" (autocast; weights, optimiser and loss stay fp32) or "auto"
     (bf16 where the CPU has native bf16, avx512_bf16 or AMX; fp32 elsewhere)."""
     max_train_samples: int | None = None
-    """Cap on training rows (for smoke tests); None = all."""
+    """Cap on training rows, drawn from both corpora in proportion (for smoke tests); None = all."""
     threads: int | None = None
     """torch threads; None = physical cores."""
 
@@ -77,6 +81,8 @@ class TrainingArguments:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if not 0 < self.synthetic_fraction <= 1:
             raise ValueError(f"synthetic_fraction must be in (0, 1], got {self.synthetic_fraction}")
+        if self.real_class_balance < 0:
+            raise ValueError(f"real_class_balance must be >= 0, got {self.real_class_balance}")
         if self.real_weight <= 0:
             raise ValueError(f"real_weight must be > 0, got {self.real_weight}")
 

@@ -152,6 +152,18 @@ def data_sha256(args: TrainingArguments) -> str:
     return digest
 
 
+def real_row_weights(rows: list[dict[str, Any]], weight: float, balance: float) -> list[float]:
+    """Loss weight per real-news row: ``weight`` on average, tilted towards rare labels by
+    (mean label count / label count) ** ``balance``."""
+    if not rows:
+        return []
+    counts = {lab: sum(r["label"] == lab for r in rows) for lab in {r["label"] for r in rows}}
+    mean = len(rows) / len(counts)
+    tilt = [(mean / counts[r["label"]]) ** balance for r in rows]
+    scale = weight * len(rows) / sum(tilt)
+    return [t * scale for t in tilt]
+
+
 def resolve_precision(precision: str) -> str:
     """"auto" -> "bf16" on CPUs with native bf16 (avx512_bf16 / AMX), else "fp32"."""
     if precision == "auto":
@@ -177,10 +189,6 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
     out_dir = resolve_output_dir(args.output_dir)
     train_rows = load_split(args.data, "train")
     devs = {"synthetic": load_split(args.data, "dev")}
-    if args.max_train_samples:
-        rng = np.random.default_rng(args.seed)
-        keep = sorted(rng.choice(len(train_rows), min(args.max_train_samples, len(train_rows)), replace=False))
-        train_rows = [train_rows[i] for i in keep]
     if not train_rows or not devs["synthetic"]:
         raise ValueError(f"{args.data}: needs rows in both the train and the dev split")
     real_train: list[dict[str, Any]] = []
@@ -188,9 +196,19 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
         real_train, devs["real"] = load_split(args.real_data, "train"), load_split(args.real_data, "dev")
         if not real_train or not devs["real"]:
             raise ValueError(f"{args.real_data}: needs rows in both the train and the dev split")
+    if args.max_train_samples:  # a seeded sample of each corpus, in proportion
+        rng = np.random.default_rng(args.seed)
+        share = min(1.0, args.max_train_samples / (len(train_rows) + len(real_train)))
+
+        def sample(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+            return [rows[i] for i in sorted(rng.choice(len(rows), min(n, len(rows)), replace=False))]
+
+        n_real = round(share * len(real_train))
+        real_train = sample(real_train, n_real)
+        train_rows = sample(train_rows, min(args.max_train_samples, len(train_rows) + len(real_train)) - n_real)
     n_synthetic = len(train_rows)
     train_rows = train_rows + real_train
-    weights = torch.tensor([1.0] * n_synthetic + [args.real_weight] * len(real_train))
+    weights = torch.tensor([1.0] * n_synthetic + real_row_weights(real_train, args.real_weight, args.real_class_balance))
     weights = weights / weights.mean()  # a weighted mean loss on the scale of the unweighted one
 
     tokenizer = AutoTokenizer.from_pretrained(base)
