@@ -76,3 +76,30 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-base"), classifier=False)
+
+
+# --- checks shared by the corpus tests (synthetic and real-news) ---------------------------------
+
+def assert_groups_within_one_split(rows) -> None:
+    splits_of_group: dict[str, set[str]] = {}
+    for r in rows:
+        splits_of_group.setdefault(r["group"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in splits_of_group.values())
+
+
+def assert_no_near_duplicates_across_splits(rows, min_words: int = 0) -> None:
+    from exportstance.training.data import SPLITS, near_duplicates
+
+    by_split = {s: [r["text"] for r in rows if r["split"] == s and len(r["text"].split()) >= min_words] for s in SPLITS}
+    for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
+        pairs = near_duplicates(by_split[a], by_split[b], threshold=0.5)
+        assert not pairs, [(by_split[a][i], by_split[b][j], jac) for i, j, jac in pairs[:5]]
+
+
+def assert_no_overlap_with_evaluation_only_texts(texts) -> None:
+    from exportstance.training.data import iter_texts_of_dir, near_duplicates
+
+    held_out = list(iter_texts_of_dir(SHARED / "eval")) + list(iter_texts_of_dir(SHARED / "seeds"))
+    assert held_out
+    pairs = near_duplicates(held_out, texts, threshold=0.5)
+    assert not pairs, [(held_out[i], texts[j], jac) for i, j, jac in pairs[:5]]

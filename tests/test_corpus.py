@@ -6,13 +6,18 @@ from collections import Counter
 
 import pytest
 
-from conftest import REPO, SHARED
+from conftest import (
+    REPO,
+    SHARED,
+    assert_groups_within_one_split,
+    assert_no_near_duplicates_across_splits,
+    assert_no_overlap_with_evaluation_only_texts,
+)
 from exportstance.model.labels import LABELS
 from exportstance.training.data import (
     REQUIRED_KEYS,
     SPLITS,
     corpus_stats,
-    iter_texts_of_dir,
     near_duplicates,
     read_jsonl,
 )
@@ -61,26 +66,16 @@ def test_every_item_double_labelled_and_disagreements_recorded(rows):
 
 
 def test_groups_never_cross_splits(rows):
-    splits_of_group: dict[str, set[str]] = {}
-    for r in rows:
-        splits_of_group.setdefault(r["group"], set()).add(r["split"])
-    assert all(len(s) == 1 for s in splits_of_group.values())
+    assert_groups_within_one_split(rows)
 
 
 def test_no_near_duplicates_across_splits(rows):
-    by_split = {s: [r["text"] for r in rows if r["split"] == s] for s in SPLITS}
-    for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
-        pairs = near_duplicates(by_split[a], by_split[b], threshold=0.5)
-        assert not pairs, [(by_split[a][i], by_split[b][j], jac) for i, j, jac in pairs[:5]]
+    assert_no_near_duplicates_across_splits(rows)
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared (evaluation-only texts) not beside the checkout")
 def test_no_overlap_with_evaluation_only_texts(rows):
-    texts = [r["text"] for r in rows]
-    held_out = list(iter_texts_of_dir(SHARED / "eval")) + list(iter_texts_of_dir(SHARED / "seeds"))
-    assert held_out
-    pairs = near_duplicates(held_out, texts, threshold=0.5)
-    assert not pairs, [(held_out[i], texts[j], jac) for i, j, jac in pairs[:5]]
+    assert_no_overlap_with_evaluation_only_texts([r["text"] for r in rows])
 
 
 def test_near_duplicate_detector_catches_a_paraphrase():

@@ -9,9 +9,15 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import REPO, SHARED
+from conftest import (
+    REPO,
+    SHARED,
+    assert_groups_within_one_split,
+    assert_no_near_duplicates_across_splits,
+    assert_no_overlap_with_evaluation_only_texts,
+)
 from exportstance.model.labels import LABELS
-from exportstance.training.data import REQUIRED_KEYS, SPLITS, iter_texts_of_dir, near_duplicates, read_jsonl
+from exportstance.training.data import REQUIRED_KEYS, SPLITS, read_jsonl
 
 REAL = REPO / "labels" / "realnews.jsonl"
 REAL_KEYS = ("source_url", "outlet", "date", "passage", "position")
@@ -61,10 +67,7 @@ def test_no_row_comes_from_a_reserved_page(rows):
 
 
 def test_page_groups_never_cross_splits_and_eval_splits_are_large(rows):
-    splits_of_group = defaultdict(set)
-    for r in rows:
-        splits_of_group[r["group"]].add(r["split"])
-    assert all(len(s) == 1 for s in splits_of_group.values())
+    assert_groups_within_one_split(rows)
     for split in ("dev", "test"):
         part = [r for r in rows if r["split"] == split]
         assert len(part) >= 600 and len({r["passage"] for r in part}) >= 70, split
@@ -73,18 +76,12 @@ def test_page_groups_never_cross_splits_and_eval_splits_are_large(rows):
 
 def test_no_near_duplicate_statements_across_splits(rows):
     """Statements of 6+ words: short page furniture ("(Reuters)", "Anzeige") recurs on unrelated pages."""
-    by_split = {s: [r["text"] for r in rows if r["split"] == s and len(r["text"].split()) >= 6] for s in SPLITS}
-    for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
-        pairs = near_duplicates(by_split[a], by_split[b], threshold=0.5)
-        assert not pairs, [(by_split[a][i], by_split[b][j], jac) for i, j, jac in pairs[:5]]
+    assert_no_near_duplicates_across_splits(rows, min_words=6)
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared (evaluation-only texts) not beside the checkout")
 def test_no_overlap_with_evaluation_only_texts(rows):
-    texts = [r["text"] for r in rows]
-    held_out = list(iter_texts_of_dir(SHARED / "eval")) + list(iter_texts_of_dir(SHARED / "seeds"))
-    pairs = near_duplicates(held_out, texts, threshold=0.5)
-    assert not pairs, [(held_out[i], texts[j], jac) for i, j, jac in pairs[:5]]
+    assert_no_overlap_with_evaluation_only_texts([r["text"] for r in rows])
 
 
 def test_double_labels_disagreements_resolved_and_kappa_recorded(rows):

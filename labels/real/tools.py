@@ -25,13 +25,14 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from exportstance.model.labels import LABELS
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SHARED = REPO.parent / "shared"
 STORE = Path(os.environ.get("REAL_STORE", REPO.parent / "realraw"))
 PARA = HERE / "raw" / "para"
 BLIND = HERE / "raw" / "blind"
-LABELS = ("pro", "anti", "neutral")
 FORMS = ("headline", "teaser", "reporter_prose", "direct_quote", "reported_speech", "commentary",
          "question", "caption", "dateline", "boilerplate")
 MAX_SHARED_RUN = 5  # no run of more than 5 identical words (numbers aside) between original and paraphrase
@@ -42,6 +43,11 @@ def _reserved():
     import reserved  # the reference checker, so the rule is never re-implemented differently
 
     return reserved
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
 def page_id(url: str) -> str:
@@ -172,11 +178,9 @@ def submit(pid: str, annotator: str, lines: list[str]) -> int:
     if errors:
         print("NOT SAVED, fix and resubmit the whole page:\n" + "\n".join(errors))
         return 1
-    PARA.mkdir(parents=True, exist_ok=True)
     out = [{"page": pid, "url": page["url"], "outlet": page["outlet"], "date": page["date"],
             "annotator_a": annotator, **rows[p]} for p in range(len(originals))]
-    (PARA / f"{pid}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out),
-                                       encoding="utf-8")
+    _write_jsonl(PARA / f"{pid}.jsonl", out)
     print(f"SAVED {pid}: {len(out)} statements")
     return 0
 
@@ -210,10 +214,8 @@ def label(pid: str, annotator: str, lines: list[str]) -> int:
     if errors:
         print("NOT SAVED:\n" + "\n".join(errors))
         return 1
-    BLIND.mkdir(parents=True, exist_ok=True)
-    (BLIND / f"{pid}.jsonl").write_text(
-        "".join(json.dumps({"page": pid, "position": p, "label_b": labels[p], "annotator_b": annotator}) + "\n"
-                for p in range(n_rows)), encoding="utf-8")
+    _write_jsonl(BLIND / f"{pid}.jsonl",
+                 [{"page": pid, "position": p, "label_b": labels[p], "annotator_b": annotator} for p in range(n_rows)])
     print(f"SAVED labels for {pid}: {n_rows}")
     return 0
 
