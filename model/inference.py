@@ -38,6 +38,13 @@ def has_native_bf16() -> bool:
     return False
 
 
+def autocast(precision: str) -> Any:
+    """bf16 autocast on CPU for ``precision == "bf16"``, else a no-op context (training and serving)."""
+    import contextlib
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, so dynamic padding wastes little compute."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])

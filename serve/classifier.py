@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..model.format import ModelMeta, ModelNotFoundError, check_labels, load_classifier, read_config, read_meta
-from ..model.inference import has_native_bf16, length_sorted_batches, physical_cores
+from ..model.inference import autocast, has_native_bf16, length_sorted_batches, physical_cores
 from ..model.labels import LABELS
 from ..model.paths import default_model_dir
 from . import PRECISIONS
@@ -191,11 +191,9 @@ class StanceClassifier:
         """Threads, inference mode and (if asked) bf16 autocast for one call; torch's thread count is restored."""
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
-        autocast = (
-            torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16" else contextlib.nullcontext()
-        )
+        cast = autocast(self.precision)
         try:
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), cast:
                 yield
         finally:
             torch.set_num_threads(previous)

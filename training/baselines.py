@@ -1,5 +1,5 @@
 """The two baselines a user would try instead of fine-tuning, trained on the same train rows
-(with the same per-row weights) as the model.
+(real-news rows weighted ``real_weight``, without the model's class tilt) as the model.
 
 Both pick the logistic-regression C on the dev split, like the fine-tuned model picks its epoch.
 """

@@ -42,7 +42,7 @@ Stance of German statements on export controls of AI chips and chip technology t
 ## Evaluation
 Reproduce with `exportstance evaluate --model {result.output_dir}` (same sets, same baselines).
 `exportstance` = this model as served (calibrated); the baselines are trained on the same train rows
-(same weights), with C chosen on the same dev split. The article-level view rebuilds each real-news test
+(real-news rows weighted `real_weight`, without the class tilt), with C chosen on the same dev split. The article-level view rebuilds each real-news test
 passage in order and compares the article summary from gold labels with the one from predictions.
 
 {format_results(eval_results)}

@@ -7,7 +7,6 @@ does bf16 natively, with nothing hidden behind callbacks.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -22,7 +21,7 @@ from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
 from ..model.format import ModelMeta, save_classifier
-from ..model.inference import batched_logits, has_native_bf16, physical_cores
+from ..model.inference import autocast, batched_logits, has_native_bf16, physical_cores
 from ..model.labels import ID2LABEL, LABEL2ID
 from ..model.paths import default_model_dir
 from .args import TrainingArguments
@@ -171,10 +170,6 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-def _autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-
-
 def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
     """Train, select the best dev epoch, calibrate, save; returns what the model card reports."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
@@ -251,7 +246,7 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
             if step >= total_steps:
                 break
             labels, rows = batch.pop("labels"), batch.pop("row")
-            with _autocast(precision):
+            with autocast(precision):
                 logits = model(**batch).logits
             loss = (loss_fn(logits.float(), labels) * weights[rows]).mean()
             loss.backward()
@@ -265,7 +260,7 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
         entry = {"epoch": epoch, "step": step, "train_loss": round(float(np.mean(losses)), 4)}
         scored = args.eval_every_epoch or epoch == n_epochs
         if scored:
-            with _autocast(precision):
+            with autocast(precision):
                 dev_logits = {k: batched_logits(model, tokenizer, [r["text"] for r in rows], args.max_length)
                               for k, rows in devs.items()}
             scores = {k: dev_score(args.select_metric, dev_logits[k], dev_labels[k]) for k in devs}
