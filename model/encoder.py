@@ -18,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SUPPORTED_ARCHITECTURE = "BertForSequenceClassification"
+from .format import SUPPORTED_ARCHITECTURE, is_plain_bert  # noqa: F401 (re-exported)
+
+# What this module implements is decided without torch (model.format), so serving can choose an
+# engine before anything heavy is imported.
+is_supported = is_plain_bert
+_MASKED = -10000.0
 
 
 @dataclass(frozen=True)
@@ -59,18 +64,6 @@ class BertConfig:
             raise AttributeError(name) from None
 
 
-def is_supported(raw_config: dict[str, Any]) -> bool:
-    """True for plain BERT classifiers with the defaults this module implements."""
-    return (
-        raw_config.get("model_type") == "bert"
-        and raw_config.get("architectures") == [SUPPORTED_ARCHITECTURE]
-        and raw_config.get("hidden_act", "gelu") == "gelu"
-        and raw_config.get("position_embedding_type", "absolute") == "absolute"
-        and not raw_config.get("is_decoder", False)
-        and raw_config.get("problem_type") in (None, "single_label_classification")
-    )
-
-
 def _uninitialised_embedding(rows: int, dim: int) -> nn.Embedding:
     # Weights are assigned from the checkpoint; the default normal_ init (even on the meta device,
     # where it runs torch's Python reference kernels) costs seconds for a 250k-row table.
@@ -86,9 +79,12 @@ class _Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings.weight[0]
-        return self.LayerNorm(x)
+        return self.from_words(self.word_embeddings(input_ids))
+
+    def from_words(self, words: torch.Tensor) -> torch.Tensor:
+        """Add position and token-type embeddings to looked-up word embeddings (batch, tokens, hidden)."""
+        positions = torch.arange(words.shape[1], device=words.device)
+        return self.LayerNorm(words + self.position_embeddings(positions) + self.token_type_embeddings.weight[0])
 
 
 class _SelfAttention(nn.Module):
@@ -189,11 +185,16 @@ class BertClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        x = self.bert.embeddings(input_ids)
-        # (batch, 1, 1, keys) additive: 0 = attend, dtype min = padding. Padded queries compute
+        return self.from_word_embeddings(self.bert.embeddings.word_embeddings(input_ids), attention_mask)
+
+    def from_word_embeddings(self, words: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits from looked-up word embeddings: what the exported graphs compute (see model.export)."""
+        x = self.bert.embeddings.from_words(words)
+        # (batch, 1, 1, keys) additive: 0 = attend, -10000 = padding (BERT's original constant: exp
+        # underflows to exactly 0 as with the dtype's min, but it stays finite in bf16, where fp32's
+        # min does not fit, and is plain arithmetic in the exported graph). Padded queries compute
         # values that are never read.
-        keep = attention_mask.bool()[:, None, None, :]
-        mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill_(~keep, torch.finfo(x.dtype).min)
+        mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * _MASKED
         *lower, last = self.bert.encoder.layer
         for layer in lower:
             x = layer(x, mask)
@@ -216,3 +217,14 @@ def load_bert_classifier(path: Path | str, raw_config: dict[str, Any]) -> BertCl
     state = {k: v.float() for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)  # a missing or extra tensor is an error
     return model.eval()
+
+
+class FromWordEmbeddings(nn.Module):
+    """``BertClassifier.from_word_embeddings`` as a module's forward, for ``torch.onnx.export``."""
+
+    def __init__(self, model: BertClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, word_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.from_word_embeddings(word_embeds, attention_mask)

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .labels import LABELS
 
 META_KEY = "exportstance"
@@ -29,12 +27,29 @@ class ModelMeta:
     format_version: int = FORMAT_VERSION
 
 
+SUPPORTED_ARCHITECTURE = "BertForSequenceClassification"
+
+
+def is_plain_bert(raw_config: dict[str, Any]) -> bool:
+    """True for plain BERT classifiers with the defaults :mod:`exportstance.model.encoder` implements
+    (and :mod:`exportstance.model.export` exports); other models run through transformers."""
+    return (
+        raw_config.get("model_type") == "bert"
+        and raw_config.get("architectures") == [SUPPORTED_ARCHITECTURE]
+        and raw_config.get("hidden_act", "gelu") == "gelu"
+        and raw_config.get("position_embedding_type", "absolute") == "absolute"
+        and not raw_config.get("is_decoder", False)
+        and raw_config.get("problem_type") in (None, "single_label_classification")
+    )
+
+
 class ModelNotFoundError(FileNotFoundError):
     """A model directory is missing; the message says how to build it."""
 
 
 def read_meta(config: Any) -> ModelMeta:
-    raw = getattr(config, META_KEY, None) or {}
+    """The meta block of a transformers config object or of a raw config.json dict."""
+    raw = (config.get(META_KEY) if isinstance(config, Mapping) else getattr(config, META_KEY, None)) or {}
     return ModelMeta(
         temperature=float(raw.get("temperature", 1.0)),
         max_length=int(raw.get("max_length", 128)),
@@ -67,14 +82,15 @@ def read_config(path: Path | str) -> dict[str, Any]:
     return json.loads((path / "config.json").read_text(encoding="utf-8"))
 
 
-def load_classifier(path: Path | str, dtype: torch.dtype = torch.float32):
-    """Load (model, tokenizer, meta) from a trained-model dir, safetensors only, eval mode."""
+def load_classifier(path: Path | str, dtype: Any = None):
+    """Load (model, tokenizer, meta) from a trained-model dir, safetensors only, eval mode (fp32 unless ``dtype``)."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = Path(path)
     read_config(path)  # a missing config or missing safetensors weights is a ModelNotFoundError
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, use_safetensors=True, trust_remote_code=False, dtype=dtype
+        path, use_safetensors=True, trust_remote_code=False, dtype=dtype or torch.float32
     )
     model.eval()
     check_labels(model.config.id2label, path)

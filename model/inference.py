@@ -5,7 +5,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import torch
+# torch is imported inside the functions that use it: serving with an exported graph (ONNX
+# Runtime, OpenVINO) uses this module's CPU helpers and never loads torch (~2 s of cold start).
 
 
 def physical_cores() -> int:
@@ -25,22 +26,28 @@ def physical_cores() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def has_native_bf16() -> bool:
-    """Native bf16 matmul (AVX512-BF16 or AMX); without it autocast emulates bf16 and is slow."""
+def cpu_flags() -> frozenset[str]:
+    """The flags line of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Native bf16 matmul (AVX512-BF16 or AMX); without it bf16 is emulated and slow."""
+    return bool((cpu_flags() if flags is None else flags) & {"avx512_bf16", "amx_bf16"})
 
 
 def autocast(precision: str) -> Any:
     """bf16 autocast on CPU for ``precision == "bf16"``, else a no-op context (training and serving)."""
     import contextlib
+
+    import torch
 
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
@@ -51,11 +58,17 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-@torch.inference_mode()
-def batched_logits(
-    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 64
-) -> torch.Tensor:
+def batched_logits(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 64) -> Any:
     """Logits (n, num_labels) in input order; texts are truncated to max_length (callers window long ones)."""
+    import torch
+
+    with torch.inference_mode():
+        return _batched_logits(model, tokenizer, texts, max_length, batch_size)
+
+
+def _batched_logits(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int) -> Any:
+    import torch
+
     enc = tokenizer(list(texts), truncation=True, max_length=max_length)
     ids = enc["input_ids"]
     out = torch.empty(len(ids), model.config.num_labels)

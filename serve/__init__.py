@@ -6,3 +6,5 @@ from __future__ import annotations
 
 # Inference precisions of StanceClassifier; here so the CLI can offer them without importing torch.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+# Inference engines (see serve.engines); "auto" picks one by the CPU's flags.
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx", "openvino")

@@ -1,13 +1,16 @@
 """Score whole articles: split into statements, classify them, summarise the article's stance.
 
 Streaming: articles are read from the iterable in bounded chunks (enough statements for a few
-batches, or at most as many articles), scored, yielded, and only then is the next chunk read, so a
-generator of a million articles is never held in memory. Exactly one record comes out per article,
+batches, or at most as many articles); while one chunk is scored and yielded, a thread reads and
+segments the next one and then waits, so at most two chunks are held and a generator of a million
+articles is never held in memory. Exactly one record comes out per article,
 in input order; a bad article gives an error record instead of stopping the run.
 """
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
@@ -95,25 +98,12 @@ def _strongest(statements: list[dict[str, Any]], label: str) -> dict[str, Any] |
 def _stream(
     clf: StanceClassifier, articles: Iterable[Any], batch_size: int, progress: bool
 ) -> Iterator[dict[str, Any]]:
-    """Read a bounded chunk, score its statements in one ``predict`` call, yield its records, repeat."""
-    bound = CHUNK_BATCHES * batch_size
-    segmenter = default_segmenter()
-    source = iter(articles)
-    position = 0
+    """Score each chunk's statements in one ``predict`` call and yield its records, while the next
+    chunk is read and segmented in a thread (so segmenting never idles the engine)."""
     total = len(articles) if isinstance(articles, Sized) else None
+    chunks = _prefetched(_chunks(iter(articles), CHUNK_BATCHES * batch_size))
     with tqdm(desc="scoring", total=total, unit=" articles", file=sys.stderr, disable=not progress) as bar:
-        while True:
-            chunk: list[tuple[dict[str, Any], list[Statement] | None]] = []
-            n_statements = 0
-            for article in source:
-                record, statements = _prepare(article, position, segmenter)
-                position += 1
-                chunk.append((record, statements))
-                n_statements += len(statements or ())
-                if len(chunk) >= bound or n_statements >= bound:
-                    break
-            if not chunk:
-                return
+        for chunk in chunks:
             texts = [s.text for _, statements in chunk for s in statements or ()]
             predictions = iter(clf.predict(texts, batch_size=batch_size))
             for record, statements in chunk:
@@ -123,6 +113,70 @@ def _stream(
                     record["summary"] = summarize(scored)
                 bar.update()
                 yield record
+
+
+_Chunk = list[tuple[dict[str, Any], "list[Statement] | None"]]
+
+
+def _chunks(source: Iterator[Any], bound: int) -> Iterator[_Chunk]:
+    """Bounded chunks of (record to fill, statements): at most ``bound`` articles or statements each."""
+    segmenter = default_segmenter()
+    position = 0
+    while True:
+        chunk: _Chunk = []
+        n_statements = 0
+        for article in source:
+            record, statements = _prepare(article, position, segmenter)
+            position += 1
+            chunk.append((record, statements))
+            n_statements += len(statements or ())
+            if len(chunk) >= bound or n_statements >= bound:
+                break
+        if not chunk:
+            return
+        yield chunk
+
+
+def _prefetched(items: Iterator[_Chunk], depth: int = 1) -> Iterator[_Chunk]:
+    """``items`` produced by a worker thread, at most ``depth`` ahead of the consumer.
+
+    The engines and the tokenizer release the GIL while they compute, so the pure-Python segmenter
+    runs meanwhile. An exception in the worker (e.g. from the caller's iterable) is raised here, in
+    order; a consumer that stops early stops the worker at its next item.
+    """
+    channel: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                channel.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((False, item)):
+                    return
+            put((True, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((True, exc))
+
+    worker = threading.Thread(target=work, name="exportstance-segment", daemon=True)
+    worker.start()
+    try:
+        while True:
+            done, value = channel.get()
+            if done:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
 
 
 def _prepare(

@@ -1,20 +1,20 @@
 """``StanceClassifier``: calibrated stance predictions for German statements, fast on a CPU.
 
-Cold start: plain BERT classifiers (our default model) load without ``transformers``: the module
-in :mod:`exportstance.model.encoder` and the ``tokenizers`` library read the model dir directly,
-which saves the ~4 s import of transformers' modelling code. Other architectures load through
-transformers.
+The forward pass runs in an engine (:mod:`exportstance.serve.engines`): by default an exported
+graph in OpenVINO, in bf16 where the CPU has native bf16 and in fp32 elsewhere, chosen from the
+CPU flags at load time; ``backend="torch"`` is the reference. The graph engines need neither torch
+nor transformers in the process, which keeps the cold start short; the tokenizer is the
+``tokenizers`` library reading the model dir's ``tokenizer.json``. Architectures other than plain
+BERT load through transformers and run in torch.
 
 Speed comes from the usual serving tricks: texts are sorted by token length and batched with
-dynamic padding (little compute wasted on padding), forward passes run under
-``torch.inference_mode`` with as many torch threads as physical cores, and results are put back in
-input order. A text longer than the model's window is never truncated silently: it is split into
-overlapping token windows whose calibrated probabilities are averaged; ``Prediction.n_windows``
-says how many were used.
+dynamic padding (little compute wasted on padding), the engine uses as many threads as physical
+cores, and results are put back in input order. A text longer than the model's window is never
+truncated silently: it is split into overlapping token windows whose calibrated probabilities are
+averaged; ``Prediction.n_windows`` says how many were used.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..model.format import ModelMeta, ModelNotFoundError, check_labels, load_classifier, read_config, read_meta
-from ..model.inference import autocast, has_native_bf16, length_sorted_batches, physical_cores
+from ..model.format import (
+    ModelMeta, ModelNotFoundError, check_labels, is_plain_bert, load_classifier, read_config, read_meta,
+)
+from ..model.inference import length_sorted_batches, physical_cores
 from ..model.labels import LABELS
 from ..model.paths import default_model_dir
-from . import PRECISIONS
+from . import PRECISIONS, engines
 
 BUILD_COMMAND = "make demo"
 # Consecutive windows of a long text share a quarter of their tokens, so no sentence is only ever
@@ -61,38 +62,57 @@ class StanceClassifier:
         batch_size: int = 16,
         threads: int | None = None,
         precision: str = "fp32",
+        pad_token_id: int | None = None,
     ) -> None:
+        """``model``: a torch classifier (run by the torch engine in ``precision``) or a graph engine."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if precision == "bf16" and not has_native_bf16():
+        self.threads = threads or default_threads()
+        if isinstance(model, engines.GraphEngine):
+            self.engine: Any = model
+        else:
+            self.engine = engines.TorchEngine(model, precision, self.threads)
+            if pad_token_id is None:
+                pad_token_id = getattr(tokenizer, "pad_token_id", None)
+            if pad_token_id is None:
+                pad_token_id = getattr(model.config, "pad_token_id", None)
+        if self.engine.precision == "bf16" and not engines.native_bf16():
             warnings.warn(
-                "this CPU has no native bf16 (avx512_bf16/amx); bf16 autocast will likely be slower than fp32",
+                "this CPU has no native bf16 (avx512_bf16/amx); bf16 will likely be slower than fp32",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        self.model = _quantize_int8(model) if precision == "int8" else model
         # Always the Rust tokenizer: a transformers fast tokenizer hands over its backend.
         self.tokenizer = _backend(tokenizer)
         self.meta = meta
         self.batch_size = batch_size
-        self.threads = threads or default_threads()
-        self.precision = precision
-        label2col = {str(label): int(i) for i, label in model.config.id2label.items()}
-        self._columns = torch.tensor([label2col[label] for label in LABELS])
+        label2col = {label: i for i, label in self.engine.id2label.items()}
+        self._columns = np.array([label2col[label] for label in LABELS])
         self._prefix, self._suffix = _special_tokens(self.tokenizer)
         self._window = meta.max_length - len(self._prefix) - len(self._suffix)
         if self._window < 1:
             raise ValueError(f"max_length {meta.max_length} leaves no room for text between special tokens")
         self._step = max(1, self._window - int(self._window * _WINDOW_OVERLAP))
         # The pad id matters for models that derive positions from it (RoBERTa); BERT ignores it.
-        pad_id = getattr(tokenizer, "pad_token_id", None)
-        if pad_id is None:
-            pad_id = getattr(model.config, "pad_token_id", None)
-        self._pad_id = pad_id if pad_id is not None else 0
+        self._pad_id = pad_token_id if pad_token_id is not None else 0
+
+    @property
+    def backend(self) -> str:
+        """The engine running the forward passes: ``torch``, ``onnx`` or ``openvino``."""
+        return self.engine.name
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    @property
+    def model(self) -> Any:
+        """The torch module (torch engine only; ``None`` for a graph engine)."""
+        return getattr(self.engine, "model", None)
 
     @classmethod
     def load(
@@ -101,24 +121,43 @@ class StanceClassifier:
         *,
         batch_size: int = 16,
         threads: int | None = None,
-        precision: str = "fp32",
+        precision: str | None = None,
+        backend: str = "auto",
     ) -> StanceClassifier:
         """Load a trained model dir (default: ``default_model_dir()``, honouring ``$EXPORTSTANCE_MODEL``).
 
-        ``batch_size`` 16: on the 2-core target smaller length-sorted batches (less padding) were
-        faster than 32 or 128 in fp32 (compare with ``bench/bench_serve.py --batch-size N``).
-        ``threads`` defaults to the number of physical cores; ``precision`` is ``fp32`` (default),
-        ``bf16`` (autocast; only fast on CPUs with native bf16) or ``int8`` (dynamic quantisation of
-        the Linear layers).
+        ``backend``: ``auto`` (default; by CPU flags, see :func:`engines.choose`), ``openvino``,
+        ``onnx`` or ``torch`` (the fp32 reference). ``precision``: ``None`` (the backend's best
+        for this CPU), ``fp32``, ``bf16`` (OpenVINO or torch autocast; fast only with native bf16)
+        or ``int8`` (ONNX Runtime or torch dynamic quantisation). The exported graph is built on
+        first use and cached in the dir. ``batch_size`` 16: on the 2-core target smaller
+        length-sorted batches (less padding) were faster than 32 or 128 (``make bench``).
+        ``threads`` defaults to the number of physical cores.
         """
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         path = Path(path).expanduser() if path is not None else default_model_dir()
+        threads = threads or default_threads()
+        choice = engines.choose(backend, precision)
         try:
-            model, tokenizer, meta = _load(path)
+            raw = read_config(path)
+            if choice.backend != "torch":
+                engine = _graph_engine(path, raw, choice, threads, fallback=backend == "auto")
+                if engine is not None:
+                    from tokenizers import Tokenizer
+
+                    engines.LOG.info("%s: %s %s (%s; CPU: %s)", path, choice.backend, choice.precision,
+                                     choice.reason, engines.flags_summary())
+                    return cls(engine, Tokenizer.from_file(str(path / "tokenizer.json")), read_meta(raw),
+                               batch_size=batch_size, threads=threads, pad_token_id=raw.get("pad_token_id"))
+                choice = engines.Choice("torch", precision or "fp32", "not exportable")
+            model, tokenizer, meta = _load(path, raw)
         except ModelNotFoundError as exc:
             raise ModelNotFoundError(
                 f"{exc}. Build the default model with `{BUILD_COMMAND}` (or `exportstance train`)."
             ) from None
-        return cls(model, tokenizer, meta, batch_size=batch_size, threads=threads, precision=precision)
+        engines.LOG.info("%s: torch %s (%s)", path, choice.precision, choice.reason)
+        return cls(model, tokenizer, meta, batch_size=batch_size, threads=threads, precision=choice.precision)
 
     def predict(self, texts: Iterable[str], *, batch_size: int | None = None) -> list[Prediction]:
         """One :class:`Prediction` per text, in input order."""
@@ -154,8 +193,9 @@ class StanceClassifier:
             for part in self._split(ids):
                 windows.append(self._prefix + part + self._suffix)
                 owner.append(i)
-        logits = self._forward(windows, batch_size or self.batch_size).double()
-        window_probs = torch.softmax(logits / self.meta.temperature, dim=-1).numpy()
+        scaled = self._forward(windows, batch_size or self.batch_size).astype(np.float64) / self.meta.temperature
+        window_probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+        window_probs /= window_probs.sum(axis=1, keepdims=True)
         owners = np.asarray(owner)
         n_windows = np.bincount(owners, minlength=n)
         probs = np.zeros((n, len(LABELS)))
@@ -170,33 +210,18 @@ class StanceClassifier:
         starts = list(range(0, last, self._step)) + [last]
         return [ids[s : s + self._window] for s in starts]
 
-    def _forward(self, windows: Sequence[list[int]], batch_size: int) -> torch.Tensor:
+    def _forward(self, windows: Sequence[list[int]], batch_size: int) -> np.ndarray:
         """Logits (m, 3) in LABELS order, computed in length-sorted, dynamically padded batches."""
-        out = torch.empty(len(windows), len(LABELS))
-        with self._runtime():
-            for batch in length_sorted_batches([len(w) for w in windows], batch_size):
-                width = max(len(windows[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, : len(windows[i])] = torch.tensor(windows[i])
-                    mask[row, : len(windows[i])] = 1
-                result = self.model(input_ids=input_ids, attention_mask=mask)
-                logits = getattr(result, "logits", result).float()  # transformers output or plain tensor
-                out[batch] = logits[:, self._columns]
+        out = np.empty((len(windows), len(LABELS)), dtype=np.float32)
+        for batch in length_sorted_batches([len(w) for w in windows], batch_size):
+            width = max(len(windows[i]) for i in batch)
+            input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, i in enumerate(batch):
+                input_ids[row, : len(windows[i])] = windows[i]
+                mask[row, : len(windows[i])] = 1
+            out[batch] = self.engine(input_ids, mask)[:, self._columns]
         return out
-
-    @contextlib.contextmanager
-    def _runtime(self) -> Iterator[None]:
-        """Threads, inference mode and (if asked) bf16 autocast for one call; torch's thread count is restored."""
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        cast = autocast(self.precision)
-        try:
-            with torch.inference_mode(), cast:
-                yield
-        finally:
-            torch.set_num_threads(previous)
 
 
 def _checked(texts: Iterable[str]) -> list[str]:
@@ -210,11 +235,10 @@ def _checked(texts: Iterable[str]) -> list[str]:
     return texts
 
 
-def _load(path: Path) -> tuple[Any, Any, ModelMeta]:
-    """(model, tokenizer, meta): plain BERT classifiers without transformers, anything else with it."""
+def _load(path: Path, raw: dict[str, Any]) -> tuple[Any, Any, ModelMeta]:
+    """(torch model, tokenizer, meta): plain BERT classifiers without transformers, anything else with it."""
     from ..model import encoder
 
-    raw = read_config(path)
     if not (encoder.is_supported(raw) and (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()):
         return load_classifier(path)
     from tokenizers import Tokenizer
@@ -222,6 +246,23 @@ def _load(path: Path) -> tuple[Any, Any, ModelMeta]:
     model = encoder.load_bert_classifier(path, raw)
     check_labels(model.config.id2label, path)
     return model, Tokenizer.from_file(str(path / "tokenizer.json")), read_meta(model.config)
+
+
+def _graph_engine(path: Path, raw: dict[str, Any], choice: engines.Choice, threads: int, *, fallback: bool) -> Any:
+    """The exported-graph engine, or None (with ``fallback``) for a dir that cannot be exported."""
+    from ..model.export import ExportError
+
+    try:
+        if not (is_plain_bert(raw) and (path / "tokenizer.json").is_file()):
+            raise ExportError(f"{path}: only plain BERT classifiers with tokenizer.json run in a graph engine")
+        engine = engines.build(path, choice.backend, choice.precision, threads)
+    except ExportError as exc:
+        if not fallback:
+            raise
+        engines.LOG.info("%s; using torch", exc)
+        return None
+    check_labels(engine.id2label, path)
+    return engine
 
 
 def _backend(tokenizer: Any) -> Any:
@@ -251,28 +292,3 @@ def default_threads() -> int:
     """Physical cores, but no more than the CPUs this process may run on (containers, taskset)."""
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else physical_cores()
     return max(1, min(physical_cores(), allowed))
-
-
-def _quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of the encoder's Linear layers (weights int8 per output channel,
-    activations quantised per batch). The pooler and classifier stay fp32: quantising them too
-    dropped label agreement with fp32 to 91% on corpus statements, for almost no extra speed; per
-    channel rather than per tensor agreed with fp32 more often at the same speed in a comparison on
-    an earlier model (``bench/bench_serve.py`` prints the agreement for the current one).
-
-    Modifies ``model`` in place (``load`` owns it; a caller passing its own model gives it up)."""
-    try:
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-    except ImportError as exc:  # pragma: no cover - depends on the torch build
-        raise RuntimeError("precision='int8' needs torch.ao.quantization.quantize_dynamic") from exc
-    head = ("pooler", "classifier", "score")
-    spec = {
-        name: per_channel_dynamic_qconfig
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not any(part in head for part in name.split("."))
-    }
-    with warnings.catch_warnings():
-        # torch announces the move of eager-mode quantisation to torchao; the user asked for int8.
-        warnings.simplefilter("ignore")
-        # in place: a deep copy would hold the fp32 model twice at load time
-        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model.labels import LABELS
-from . import PRECISIONS
+from . import BACKENDS, PRECISIONS
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = REPO / "examples"
@@ -48,8 +48,11 @@ def register(subparsers: Any) -> None:
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="trained model dir (default: $EXPORTSTANCE_MODEL or the built one)")
     parser.add_argument("--batch-size", type=_positive, default=16)
-    parser.add_argument("--threads", type=_positive, help="torch threads (default: physical cores)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 needs a CPU with native bf16")
+    parser.add_argument("--threads", type=_positive, help="inference threads (default: physical cores)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="inference engine (default auto: by the CPU's flags; torch is the fp32 reference)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="default: the engine's best for this CPU (bf16 only with native bf16)")
 
 
 def _positive(value: str) -> int:
@@ -126,7 +129,8 @@ def _load(args: argparse.Namespace) -> Any:
     hf_logging.disable_progress_bar()  # the "Loading weights" bar is noise in a batch command's output
     try:
         return StanceClassifier.load(
-            args.model, batch_size=args.batch_size, threads=args.threads, precision=args.precision
+            args.model, batch_size=args.batch_size, threads=args.threads, precision=args.precision,
+            backend=args.backend,
         )
     except ModelNotFoundError as exc:
         print(f"exportstance {args.command}: {exc}", file=sys.stderr)

@@ -50,9 +50,28 @@ def test_transformers_free_serving_matches_transformers_on_the_real_model(short_
     from exportstance.model.encoder import BertClassifier
     from exportstance.model.format import load_classifier
 
-    fast = StanceClassifier.load(short_finetune.output_dir)
+    fast = StanceClassifier.load(short_finetune.output_dir, backend="torch")
     assert isinstance(fast.model, BertClassifier)
     reference = StanceClassifier(*load_classifier(short_finetune.output_dir))
     text = (REPO / "examples" / "02_lithografie.txt").read_text(encoding="utf-8")
     texts = [line for line in text.splitlines() if line.strip()] + [text]  # the whole text needs windows
     np.testing.assert_allclose(fast.predict_proba(texts), reference.predict_proba(texts), atol=1e-5)
+
+
+def test_default_engine_agrees_with_torch_on_the_real_model(short_finetune):
+    """The exported graph of the real 12-layer model, in the engine and precision this CPU gets by
+    default, gives torch fp32's labels wherever torch is not on the fence."""
+    import numpy as np
+
+    from exportstance import StanceClassifier
+
+    reference = StanceClassifier.load(short_finetune.output_dir, backend="torch")
+    default = StanceClassifier.load(short_finetune.output_dir)
+    assert default.backend != "torch"
+    texts = [line for path in sorted((REPO / "examples").glob("*.txt"))
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ref, out = reference.predict_proba(texts), default.predict_proba(texts)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.1
+    assert (out.argmax(axis=1) == ref.argmax(axis=1))[clear].all()
+    assert np.abs(out - ref).max() < 0.1

@@ -63,8 +63,9 @@ def test_empty_text_gives_zero_statements(clf, text):
 
 
 def test_streaming_reads_only_a_bounded_chunk_ahead(clf):
+    """At most three chunks in flight: the one being yielded, one queued, one being segmented."""
     batch_size = 2
-    bound = CHUNK_BATCHES * batch_size
+    bound = 3 * CHUNK_BATCHES * batch_size
     consumed = yielded = 0
 
     def endless():
@@ -75,10 +76,32 @@ def test_streaming_reads_only_a_bounded_chunk_ahead(clf):
             consumed += 1
             yield {"id": consumed, "text": "Die Sperren wirken." if consumed % 3 else ""}
 
-    for record in itertools.islice(score_articles(endless(), model=clf, batch_size=batch_size), 25):
+    for record in itertools.islice(score_articles(endless(), model=clf, batch_size=batch_size), 120):
         yielded += 1
         assert record["id"] == yielded
     assert consumed - yielded <= bound
+
+
+def test_an_error_in_the_input_iterable_reaches_the_caller(clf):
+    def broken():
+        yield "Die Sperren wirken."
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(score_articles(broken(), model=clf))
+
+
+def test_stopping_early_stops_the_segmenting_thread(clf):
+    import threading
+    import time
+
+    records = score_articles(itertools.repeat("Die Sperren wirken."), model=clf, batch_size=2)
+    next(records)
+    records.close()
+    deadline = time.monotonic() + 10
+    while any(t.name == "exportstance-segment" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "exportstance-segment" for t in threading.enumerate())
 
 
 def test_module_level_function_loads_a_model_dir(tiny_model_dir):

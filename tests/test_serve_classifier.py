@@ -80,7 +80,7 @@ def test_load_uses_the_plain_torch_bert_and_matches_transformers(tiny_model_dir)
     """The transformers-free fast path gives transformers' probabilities (same weights, same maths)."""
     from exportstance.model.encoder import BertClassifier
 
-    fast = StanceClassifier.load(tiny_model_dir, threads=1)
+    fast = StanceClassifier.load(tiny_model_dir, backend="torch", threads=1)
     assert isinstance(fast.model, BertClassifier)
     model, tokenizer, meta = load_classifier(tiny_model_dir)
     reference = StanceClassifier(model, tokenizer, meta, threads=1)
@@ -138,7 +138,7 @@ def test_other_precisions_run(tiny_model_dir, precision):
 
 
 def test_int8_quantises_the_encoder_but_not_the_head(tiny_model_dir):
-    model = StanceClassifier.load(tiny_model_dir, precision="int8", threads=1).model
+    model = StanceClassifier.load(tiny_model_dir, backend="torch", precision="int8", threads=1).model
     assert type(model.classifier) is torch.nn.Linear and type(model.bert.pooler.dense) is torch.nn.Linear
     assert type(model.bert.encoder.layer[0].output.dense) is not torch.nn.Linear
 
@@ -164,7 +164,7 @@ def test_default_model_dir_is_used(tiny_model_dir, monkeypatch):
 
 
 def _fast_bf16() -> bool:
-    from exportstance.serve.classifier import has_native_bf16
+    from exportstance.model.inference import has_native_bf16
 
     return has_native_bf16()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,16 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def export_graph(out_dir: Path) -> None:
+    """Export the serving graph into the new model dir now, so the first load needs no torch."""
+    from ..model.export import ExportError, export_onnx
+
+    try:
+        export_onnx(out_dir)
+    except ExportError as exc:  # another architecture: served by torch, nothing to export
+        print(f"no exported graph: {exc}", file=sys.stderr)
+
+
 def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
     """Train, select the best dev epoch, calibrate, save; returns what the model card reports."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
@@ -292,6 +303,7 @@ def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
         "data_sha256": digest, "best_epoch": best[1], "arguments": args.to_dict(),
     }
     save_classifier(model, tokenizer, out_dir, ModelMeta(temperature=temperature, max_length=args.max_length))
+    export_graph(out_dir)
     result = TrainResult(
         output_dir=out_dir, best_epoch=best[1], select_metric=args.select_metric, dev_score=best[0], temperature=temperature,
         dev_ece_before=ece_before, dev_ece_after=ece_after, seconds=time.perf_counter() - start,

@@ -1,0 +1,151 @@
+"""Engines: every backend/precision gives torch's labels, the exported graph is cached by weights hash,
+the default engine is chosen by CPU flags, and a graph engine loads without torch."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from exportstance.model import export
+from exportstance.serve import engines
+from exportstance.serve.classifier import StanceClassifier
+
+TEXTS = [
+    "Die US-Regierung verschärft die Exportkontrollen für KI-Chips nach China.",
+    "Kritiker sagen, die Sperren schaden amerikanischen Firmen und helfen Huawei.",
+    "Der Senator fordert, Schmuggel über Singapur härter zu verfolgen.",
+    "Peking wirft Washington vor, den Handel zu politisieren.",
+    "Das Verbot gilt seit dem 17. Oktober.",
+    "Gut.",
+    "Nvidia darf den H20 wieder verkaufen, muss aber 15 Prozent der Umsätze abgeben. " * 6,  # windowed
+]
+GRAPH_ENGINES = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "bf16")]
+
+
+@pytest.fixture(scope="module")
+def sharp_dir(tmp_path_factory, tiny_model_dir):
+    """The tiny model fitted for a few steps to give these texts all three labels with clear margins
+    (its random weights give every text nearly the same output), saved as a model dir."""
+    import torch
+
+    from exportstance.model.format import load_classifier, read_meta, save_classifier
+
+    model, tokenizer, _ = load_classifier(tiny_model_dir)
+    enc = tokenizer(TEXTS, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    labels = torch.arange(len(TEXTS)) % 3
+    torch.manual_seed(0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(60):
+        optimiser.zero_grad()
+        model(**enc, labels=labels).loss.backward()
+        optimiser.step()
+    model.eval()
+    out = tmp_path_factory.mktemp("sharp")
+    return save_classifier(model, tokenizer, out, read_meta(model.config))
+
+
+@pytest.fixture(scope="module")
+def reference(sharp_dir):
+    return StanceClassifier.load(sharp_dir, backend="torch", threads=1).predict_proba(TEXTS)
+
+
+@pytest.mark.parametrize(("backend", "precision"), GRAPH_ENGINES)
+def test_every_engine_gives_torchs_labels(sharp_dir, reference, backend, precision):
+    clf = StanceClassifier.load(sharp_dir, backend=backend, precision=precision, threads=1)
+    assert (clf.backend, clf.precision) == (backend, precision)
+    probs = clf.predict_proba(TEXTS)
+    assert (probs.argmax(axis=1) == reference.argmax(axis=1)).all()
+    # fp32 graphs compute torch's function (the head magnifies rounding ~1000x: atol 1e-4 is 1e-7
+    # before it); int8/bf16 round more, but stay close on this model
+    np.testing.assert_allclose(probs, reference, atol=1e-4 if precision == "fp32" else 0.05)
+    assert len(set(reference.argmax(axis=1))) > 1  # the texts do get different labels
+
+
+def test_predictions_carry_windows_on_graph_engines(sharp_dir):
+    predictions = StanceClassifier.load(sharp_dir, backend="openvino", precision="fp32", threads=1).predict(TEXTS)
+    assert predictions[-1].n_windows > 1 and predictions[5].n_windows == 1
+
+
+def test_export_is_cached_and_rebuilt_when_the_weights_change(sharp_dir, tmp_path):
+    model_dir = shutil.copytree(sharp_dir, tmp_path / "m")
+    graph = export.ensure_exported(model_dir) / export.GRAPH_FP32
+    built = graph.stat().st_mtime_ns
+    assert export.ensure_exported(model_dir) and graph.stat().st_mtime_ns == built  # cached
+    # A copy with new mtimes but the same bytes keeps its graph (the hash decides).
+    copy = shutil.copytree(model_dir, tmp_path / "copy")
+    os.utime(copy / "model.safetensors", ns=(1, 1))
+    assert export.is_current(copy)
+    # Changed weights: stale, and the next load re-exports from the new weights.
+    weights = model_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x3f"  # the last float of the last tensor becomes 1.0
+    weights.write_bytes(bytes(data))
+    assert not export.is_current(model_dir)
+    export.ensure_exported(model_dir)
+    assert export.is_current(model_dir) and graph.stat().st_mtime_ns != built
+
+
+def test_word_embeddings_are_a_memory_map_of_the_checkpoint(sharp_dir):
+    from safetensors.numpy import load_file
+
+    table = export.word_embeddings(sharp_dir)
+    assert isinstance(table, np.memmap) and not table.flags.writeable
+    np.testing.assert_array_equal(table, load_file(sharp_dir / "model.safetensors")[export.WORD_EMBEDDINGS])
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, ("openvino", "bf16")),
+        ({"avx2", "amx_bf16"}, ("openvino", "bf16")),
+        ({"avx2", "avx512f", "avx512_vnni"}, ("openvino", "fp32")),
+        ({"avx2"}, ("openvino", "fp32")),
+    ],
+)
+def test_default_engine_is_chosen_by_cpu_flags(flags, expected):
+    choice = engines.choose("auto", None, frozenset(flags))
+    assert (choice.backend, choice.precision) == expected and choice.reason
+
+
+def test_explicit_choices_and_bad_ones():
+    assert engines.choose("torch", None, frozenset()).precision == "fp32"
+    assert engines.choose("onnx", "int8", frozenset()) == engines.Choice("onnx", "int8", "asked")
+    with pytest.raises(ValueError, match="backend"):
+        engines.choose("tensorrt", None)
+
+
+def test_engine_refuses_a_precision_it_does_not_run(sharp_dir):
+    with pytest.raises(ValueError, match="openvino"):
+        StanceClassifier.load(sharp_dir, backend="openvino", precision="int8")
+
+
+def test_a_model_that_cannot_be_exported_falls_back_to_torch(tiny_model_dir, tmp_path):
+    import json
+
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns(export.EXPORT_DIR))
+    config = json.loads((model_dir / "config.json").read_text())
+    config["position_embedding_type"] = "relative_key"  # a BERT variant our encoder (and export) does not do
+    (model_dir / "config.json").write_text(json.dumps(config))
+    clf = StanceClassifier.load(model_dir, threads=1)
+    assert clf.backend == "torch"
+    with pytest.raises(export.ExportError):
+        StanceClassifier.load(model_dir, backend="openvino", threads=1)
+
+
+def test_default_engine_loads_without_torch_or_transformers(sharp_dir):
+    export.ensure_exported(sharp_dir)  # built at training time for real models
+    code = (
+        "import sys; from exportstance.serve.classifier import StanceClassifier; "
+        f"clf = StanceClassifier.load({str(sharp_dir)!r}); clf.predict(['Gut.']); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')]; "
+        "assert not bad, bad[:5]; print(clf.backend)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("openvino", "onnx")
