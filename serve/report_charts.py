@@ -43,6 +43,8 @@ def stance_index_histogram(indices: Sequence[float | None]) -> str:
         patch.set_facecolor(COLOURS[stance])
         patch.set_hatch(HATCHES[stance])
     ax.set_xlim(-1, 1)
+    if not values:
+        ax.set_ylim(0, 1)
     ax.set_xlabel("stance index  (−1 all anti … +1 all pro)")
     ax.set_ylabel("articles")
     ax.yaxis.get_major_locator().set_params(integer=True)
