@@ -139,6 +139,13 @@ def test_marker_and_probabilities_on_keyboard_focus(browser, records, tmp_path):
     browser.execute_script("arguments[0].focus()", first)
     tip = browser.execute_script("return getComputedStyle(arguments[0], '::after').content", first)
     assert before in ("none", "normal") and "pro 0." in tip and "neutral 0." in tip
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:  # in print, the probability follows each statement as text and the controls are gone
+        printed = browser.execute_script("return getComputedStyle(arguments[0], '::after').content", first)
+        assert first.get_attribute("data-p") in printed
+        assert not browser.find_element("css selector", ".controls").is_displayed()
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
 
 
 def test_pages_and_sorting_of_a_larger_report(browser, records, tmp_path):
