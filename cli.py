@@ -14,6 +14,7 @@ _COMMANDS: dict[str, str] = {
     "corpus-stats": "exportstance.training.cli",
     "score": "exportstance.serve.cli",
     "demo": "exportstance.serve.cli",
+    "report": "exportstance.serve.cli",
 }
 
 

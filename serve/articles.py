@@ -36,6 +36,7 @@ def score_articles(
     *,
     batch_size: int | None = None,
     progress: bool = False,
+    keep_text: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Yield one record per article, in order, reading ``articles`` lazily.
 
@@ -45,10 +46,12 @@ def score_articles(
     "summary": {...}}``, or ``{"id", ..., "error": "TypeError: ..."}`` for an unusable article. A
     mapping with an ``error`` and no ``text`` (an upstream failure, e.g. a file that could not be
     read) is passed through unchanged. ``model`` is a loaded classifier, a model dir, or ``None``
-    for the default model (loaded now, not at the first ``next()``).
+    for the default model (loaded now, not at the first ``next()``). ``keep_text`` also puts the
+    article's ``text`` into its record (before ``statements``), so that a report can show the full
+    text around the statements; off by default, since it roughly doubles the output.
     """
     clf = model if isinstance(model, StanceClassifier) else StanceClassifier.load(model)
-    return _stream(clf, articles, batch_size or clf.batch_size, progress)
+    return _stream(clf, articles, batch_size or clf.batch_size, progress, keep_text)
 
 
 def summarize(statements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,12 +99,12 @@ def _strongest(statements: list[dict[str, Any]], label: str) -> dict[str, Any] |
 
 
 def _stream(
-    clf: StanceClassifier, articles: Iterable[Any], batch_size: int, progress: bool
+    clf: StanceClassifier, articles: Iterable[Any], batch_size: int, progress: bool, keep_text: bool
 ) -> Iterator[dict[str, Any]]:
     """Score each chunk's statements in one ``predict`` call and yield its records, while the next
     chunk is read and segmented in a thread (so segmenting never idles the engine)."""
     total = len(articles) if isinstance(articles, Sized) else None
-    chunks = _prefetched(_chunks(iter(articles), CHUNK_BATCHES * batch_size))
+    chunks = _prefetched(_chunks(iter(articles), CHUNK_BATCHES * batch_size, keep_text))
     with tqdm(desc="scoring", total=total, unit=" articles", file=sys.stderr, disable=not progress) as bar:
         for chunk in chunks:
             texts = [s.text for _, statements in chunk for s in statements or ()]
@@ -118,7 +121,7 @@ def _stream(
 _Chunk = list[tuple[dict[str, Any], "list[Statement] | None"]]
 
 
-def _chunks(source: Iterator[Any], bound: int) -> Iterator[_Chunk]:
+def _chunks(source: Iterator[Any], bound: int, keep_text: bool) -> Iterator[_Chunk]:
     """Bounded chunks of (record to fill, statements): at most ``bound`` articles or statements each."""
     segmenter = default_segmenter()
     position = 0
@@ -126,7 +129,7 @@ def _chunks(source: Iterator[Any], bound: int) -> Iterator[_Chunk]:
         chunk: _Chunk = []
         n_statements = 0
         for article in source:
-            record, statements = _prepare(article, position, segmenter)
+            record, statements = _prepare(article, position, segmenter, keep_text)
             position += 1
             chunk.append((record, statements))
             n_statements += len(statements or ())
@@ -180,11 +183,11 @@ def _prefetched(items: Iterator[_Chunk], depth: int = 1) -> Iterator[_Chunk]:
 
 
 def _prepare(
-    article: Any, position: int, segmenter: Segmenter
+    article: Any, position: int, segmenter: Segmenter, keep_text: bool = False
 ) -> tuple[dict[str, Any], list[Statement] | None]:
     """The record to fill and the article's statements; statements None means the record is final."""
     if isinstance(article, str):
-        return {"id": position}, segmenter.split(article)
+        return ({"id": position, "text": article} if keep_text else {"id": position}), segmenter.split(article)
     if not isinstance(article, Mapping):
         message = f"article at position {position} is {type(article).__name__}, expected str or a mapping with 'text'"
         return {"id": position, "error": f"TypeError: {message}"}, None
@@ -198,6 +201,8 @@ def _prepare(
     elif not isinstance(text, str):
         record["error"] = f"TypeError: text at position {position} is {type(text).__name__}, expected str"
     else:
+        if keep_text:
+            record["text"] = text
         try:
             return record, segmenter.split(text)
         except Exception as exc:  # one odd text must not end a million-article run

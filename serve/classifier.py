@@ -173,12 +173,13 @@ class StanceClassifier:
         return self._proba(texts, batch_size)[0]
 
     def score_articles(
-        self, articles: Iterable[Any], *, batch_size: int | None = None, progress: bool = False
+        self, articles: Iterable[Any], *, batch_size: int | None = None, progress: bool = False,
+        keep_text: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Stream article records; see :func:`exportstance.serve.articles.score_articles`."""
         from .articles import score_articles
 
-        return score_articles(articles, model=self, batch_size=batch_size, progress=progress)
+        return score_articles(articles, model=self, batch_size=batch_size, progress=progress, keep_text=keep_text)
 
     def _proba(self, texts: Iterable[str], batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities in LABELS order, windows per text); long texts are windowed, never truncated."""

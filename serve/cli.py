@@ -1,4 +1,5 @@
-"""``exportstance score`` (batch-score files) and ``exportstance demo`` (score the bundled examples).
+"""``exportstance score`` (batch-score files), ``exportstance report`` (scored JSONL -> HTML) and
+``exportstance demo`` (score the bundled examples and write their report).
 
 Heavy imports (torch, transformers) happen inside the commands, so ``exportstance --help`` stays fast.
 """
@@ -30,6 +31,7 @@ def register(subparsers: Any) -> None:
     score.add_argument("-o", "--output", required=True, type=Path, help="output file (appended per article)")
     score.add_argument("--format", choices=("jsonl", "csv"), help="default: from the output suffix, else jsonl")
     score.add_argument("--resume", action="store_true", help="skip ids already in OUTPUT and append the rest")
+    score.add_argument("--report", type=Path, metavar="HTML", help="also write an HTML report of OUTPUT (JSONL only)")
     _model_arguments(score)
     score.set_defaults(func=run_score)
 
@@ -37,12 +39,25 @@ def register(subparsers: Any) -> None:
         "demo",
         help="score examples/ (and ../shared/seeds) with the default model and print a summary",
         description="Score the repository's example articles and, if present, the seed articles; writes "
-        "OUT/demo_examples.jsonl and OUT/demo_seeds.jsonl. Needs a built model (`make demo` builds it).",
+        "OUT/demo_examples.jsonl, OUT/demo_seeds.jsonl and OUT/report.html (both sources). Needs a built model "
+        "(`make demo` builds it).",
     )
     demo.add_argument("--out", type=Path, default=Path("out"), help="output directory (default: out)")
     demo.add_argument("--seeds", type=Path, help=f"seed articles directory (default: {SEEDS_DIR} if present)")
     _model_arguments(demo)
     demo.set_defaults(func=run_demo)
+
+    report = subparsers.add_parser(
+        "report",
+        help="render scored JSONL files (from `score`) as one self-contained HTML report",
+        description="One HTML file (no network; CSS, JS and charts inline) with an overview, a sortable and "
+        "filterable table of articles and every article's text with its statements highlighted by label. "
+        "Each input file is a source (named by its file stem). Exit status 1 if any record is an error.",
+    )
+    report.add_argument("paths", nargs="+", type=Path, metavar="SCORED.jsonl", help="output of `exportstance score`")
+    report.add_argument("-o", "--output", required=True, type=Path, metavar="HTML", help="report file to write")
+    report.add_argument("--title", help="page title (default: exportstance report)")
+    report.set_defaults(func=run_report)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,11 +89,14 @@ def run_score(args: argparse.Namespace) -> int:
     from .articles import score_articles
 
     fmt = args.format or ("csv" if args.output.suffix.lower() == ".csv" else "jsonl")
+    if args.report is not None and fmt != "jsonl":
+        print("exportstance score: --report needs JSONL output (CSV rows lack the text and summary)", file=sys.stderr)
+        return 2
     stats = Stats()
     with io.open_writer(args.output, fmt, resume=args.resume) as writer:
         todo = _skip_done(io.iter_articles(args.paths, exclude=args.output), writer.done, stats)
         try:
-            for record in score_articles(todo, model=clf, progress=True):
+            for record in score_articles(todo, model=clf, progress=True, keep_text=fmt == "jsonl"):
                 writer.write(record)
                 stats.add(record)
         except KeyboardInterrupt:
@@ -86,7 +104,29 @@ def run_score(args: argparse.Namespace) -> int:
             print(stats.table())
             return 130
     print(stats.table())
+    if args.report is not None:
+        _write_report([args.output], args.report)
     return 1 if stats.failed else 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    missing = [str(p) for p in args.paths if not p.is_file()]
+    if missing:
+        print(f"exportstance report: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    overview = _write_report(args.paths, args.output, title=args.title)
+    return 1 if overview.failed else 0
+
+
+def _write_report(paths: list[Path], output: Path, title: str | None = None,
+                  names: list[str] | None = None) -> Any:
+    """Write the HTML report and print where it is (and what is in it)."""
+    from .report import write_report
+
+    overview = write_report(paths, output, title=title, names=names)
+    print(f"report: {overview.articles} articles, {overview.statements} statements, "
+          f"{overview.failed} failed -> {output}")
+    return overview
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -103,19 +143,23 @@ def run_demo(args: argparse.Namespace) -> int:
     from .io import JsonlWriter, iter_articles
 
     failed = 0
+    written: dict[str, Path] = {}
     for name, directory in sources.items():
         if directory is None:
             continue
-        out = args.out / f"demo_{name}.jsonl"
+        out = written[name] = args.out / f"demo_{name}.jsonl"
         print(f"\n== {name}: {directory} -> {out}")
         stats = Stats()
         with JsonlWriter(out) as writer:
-            for record in score_articles(iter_articles([directory]), model=clf):
+            for record in score_articles(iter_articles([directory]), model=clf, keep_text=True):
                 writer.write(record)
                 stats.add(record)
                 print(describe(record))
         print(stats.table())
         failed += stats.failed
+    print()
+    _write_report(list(written.values()), args.out / "report.html", title="exportstance demo report",
+                  names=list(written))
     return 1 if failed else 0
 
 

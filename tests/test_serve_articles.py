@@ -148,3 +148,12 @@ def test_summary_counts_index_and_strongest():
 )
 def test_dominant_needs_evidence_and_margin(pro, anti, expected):
     assert dominant_stance(pro, anti) == expected
+
+
+def test_keep_text_puts_the_article_text_into_the_record(clf):
+    """The report needs the full text (line breaks, bullets) around the statements."""
+    records = list(score_articles([{"id": "a1", "text": ARTICLE, "source": "dpa"}, "Eins.", {"id": "n", "text": None}],
+                                  model=clf, keep_text=True))
+    assert list(records[0]) == ["id", "source", "text", "statements", "summary"]
+    assert records[0]["text"] == ARTICLE and records[1]["text"] == "Eins."
+    assert "text" not in records[2] and "error" in records[2]

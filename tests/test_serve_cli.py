@@ -175,6 +175,10 @@ def test_demo_scores_examples_and_seeds(tmp_path, tiny_model_dir, capsys):
     assert [r["id"] for r in read_jsonl(out / "demo_seeds.jsonl")] == ["s1.txt"]
     printed = capsys.readouterr().out
     assert "s1.txt: 3 statements" in printed and "dominant" in printed
+    report = out / "report.html"
+    assert f"-> {report}" in printed
+    html = report.read_text(encoding="utf-8")
+    assert html.count('data-article-id="s1.txt"') == 1 and html.count("data-article-id=") == len(examples) + 1
 
 
 def test_serve_never_imports_training():
