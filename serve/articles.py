@@ -104,7 +104,7 @@ def _stream(
     """Score each chunk's statements in one ``predict`` call and yield its records, while the next
     chunk is read and segmented in a thread (so segmenting never idles the engine)."""
     total = len(articles) if isinstance(articles, Sized) else None
-    chunks = _prefetched(_chunks(iter(articles), CHUNK_BATCHES * batch_size, keep_text))
+    chunks = _prefetched(_chunks(iter(articles), batch_size, CHUNK_BATCHES * batch_size, keep_text))
     with tqdm(desc="scoring", total=total, unit=" articles", file=sys.stderr, disable=not progress) as bar:
         for chunk in chunks:
             texts = [s.text for _, statements in chunk for s in statements or ()]
@@ -121,10 +121,13 @@ def _stream(
 _Chunk = list[tuple[dict[str, Any], "list[Statement] | None"]]
 
 
-def _chunks(source: Iterator[Any], bound: int, keep_text: bool) -> Iterator[_Chunk]:
-    """Bounded chunks of (record to fill, statements): at most ``bound`` articles or statements each."""
+def _chunks(source: Iterator[Any], first: int, bound: int, keep_text: bool) -> Iterator[_Chunk]:
+    """Chunks of (record to fill, statements), of at most ``first``, then twice as many, ... up to
+    ``bound`` articles or statements each: the engine waits only for a small first chunk, and later
+    ones are large enough for length sorting to pad little."""
     segmenter = default_segmenter()
     position = 0
+    size = first
     while True:
         chunk: _Chunk = []
         n_statements = 0
@@ -133,11 +136,12 @@ def _chunks(source: Iterator[Any], bound: int, keep_text: bool) -> Iterator[_Chu
             position += 1
             chunk.append((record, statements))
             n_statements += len(statements or ())
-            if len(chunk) >= bound or n_statements >= bound:
+            if len(chunk) >= size or n_statements >= size:
                 break
         if not chunk:
             return
         yield chunk
+        size = min(2 * size, bound)
 
 
 def _prefetched(items: Iterator[_Chunk], depth: int = 1) -> Iterator[_Chunk]:

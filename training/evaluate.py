@@ -193,7 +193,8 @@ def evaluate(
         if base_model:
             systems["frozen-e5+logreg"] = embedding_baseline(FrozenEncoder(base_model), xt, yt, xd, yd, np.array(wt))
 
-    results: dict[str, Any] = {"model": str(model_dir), "temperature": temperature, "sets": {}}
+    results: dict[str, Any] = {"model": str(model_dir), "temperature": temperature, "sets": {},
+                               "engine": f"{clf.backend} {clf.precision}"}
     for spec in eval_specs:
         es = parse_eval_spec(spec)
         per_system = {}
