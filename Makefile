@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# Pin torch first: 2.13.0 is a CPU build from local disk; an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	# The ray extra too: the test suite runs the Ray engine's tests (the core install stays without it).
+	$(BIN)/pip install -q -e '.[dev,ray]'
 	touch $@
 
 base-model: install
