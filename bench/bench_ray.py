@@ -64,7 +64,7 @@ def main() -> int:
 
     start = time.perf_counter()
     counts = [int(w) for w in args.workers.split(",")]
-    ray.init(num_cpus=max(os.cpu_count() or 1, max(counts) * args.threads_per_worker), include_dashboard=False,
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, max(counts) * args.threads_per_worker), include_dashboard=False,
              object_store_memory=distributed.OBJECT_STORE_BYTES, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": distributed.WORKER_ENV})
     print(f"ray.init (local instance): {time.perf_counter() - start:.1f} s, not counted below")

@@ -119,9 +119,9 @@ def _run_score_ray(args: argparse.Namespace) -> int:
             address=args.address, batch_size=args.batch_size, fmt=fmt, resume=args.resume, progress=True,
             **load_kwargs,
         )
-    except (ImportError, ModelNotFoundError, NotADirectoryError) as exc:
+    except (ImportError, ModelNotFoundError, NotADirectoryError, ConnectionError) as exc:
         print(f"exportstance score: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, (ImportError, NotADirectoryError)) else 1
+        return 1 if isinstance(exc, ModelNotFoundError) else 2
     stats = Stats()
     stats.articles, stats.failed, stats.skipped = summary.articles, summary.failed, summary.skipped_articles
     stats.labels.update(summary.labels)

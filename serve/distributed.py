@@ -337,10 +337,18 @@ def _init(ray: Any, cluster: str | None, workers: int | None, threads: int, runt
     env["env_vars"] = {**WORKER_ENV, **env.get("env_vars", {})}
     common = {"runtime_env": env, "log_to_driver": False, "configure_logging": False}
     if cluster:
-        ray.init(address=cluster, **common)
+        try:
+            ray.init(address=cluster, **common)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConnectionError(
+                f"cannot join the Ray cluster at {cluster} ({str(exc).splitlines()[-1]}); a cluster started with "
+                "token authentication (Ray's default) also needs RAY_AUTH_MODE=token and its token here"
+            ) from None
     else:
         cpus = max(os.cpu_count() or 1, (workers or 1) * threads)
-        ray.init(num_cpus=cpus, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False, **common)
+        # address="local": a new instance even if a `ray start` on this machine left its address behind.
+        ray.init(address="local", num_cpus=cpus, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
+                 **common)
 
 
 def _run(

@@ -41,7 +41,7 @@ def article(i: int) -> str:
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=distributed.OBJECT_STORE_BYTES,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=distributed.OBJECT_STORE_BYTES,
              log_to_driver=False, configure_logging=False, runtime_env={"env_vars": distributed.WORKER_ENV})
     yield ray
     ray.shutdown()
