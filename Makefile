@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install base-model model evaluate bench clean
+.PHONY: demo test install base-model model evaluate bench bench-ray clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -37,6 +37,9 @@ evaluate: model
 
 bench: model
 	$(BIN)/python bench/bench_serve.py
+
+bench-ray: model
+	$(BIN)/python bench/bench_ray.py
 
 test: install
 	$(BIN)/python -m pytest

@@ -3,7 +3,7 @@
     python bench/bench_ray.py [--model DIR] [--n 200] [--workers 1,2] [--threads-per-worker 1]
 
 The same ``--n`` articles (examples/ repeated, as one JSONL file) are scored by the local engine
-(one process, torch threads = physical cores, model load included) and by
+(one process, with 1 torch thread and with one per physical core, model load included) and by
 :func:`exportstance.serve.distributed.score_dataset` on a local Ray started once beforehand (each
 run includes starting its actors and loading one model per actor; the JSONL is cut so every
 worker gets about 4 units). Labels are checked equal to the local run. Prints the CPU flags that
@@ -52,13 +52,14 @@ def main() -> int:
     print(f"{args.n} articles (examples/ repeated), model {model}")
     print(f"{os.cpu_count()} CPUs ({physical_cores()} physical cores), flags: {cpu_flags()}")
 
-    start = time.perf_counter()
-    clf = StanceClassifier.load(model, batch_size=args.batch_size)
-    local = list(score_articles(iter_articles([source]), model=clf))
-    local_s = time.perf_counter() - start
+    rows = []
+    for threads in sorted({1, physical_cores()}):
+        start = time.perf_counter()
+        clf = StanceClassifier.load(model, batch_size=args.batch_size, threads=threads)
+        local = list(score_articles(iter_articles([source]), model=clf))
+        rows.append((f"local {threads} thread{'s' * (threads > 1)}", threads, time.perf_counter() - start))
+        del clf
     statements = sum(len(r["statements"]) for r in local)
-    rows = [("local", clf.threads, local_s)]
-    del clf
 
     import ray
 
