@@ -68,7 +68,8 @@ class RunSummary:
     labels: Counter[str] = field(default_factory=Counter)
     workers: int = 0
     threads_per_worker: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall clock of the whole call (planning, Ray start, actors, scoring)
+    busy_seconds: float = 0.0  # summed over parts: time actors spent reading, scoring and writing
 
 
 def score_dataset(
@@ -378,6 +379,7 @@ def _run(
         summary.articles += result["articles"]
         summary.failed += result["failed"]
         summary.labels.update(result["labels"])
+        summary.busy_seconds += result["seconds"]
 
 
 class _Scorer:
@@ -400,12 +402,14 @@ class _Scorer:
         """Write the unit's records to ``part`` (temp name, renamed when complete); return its counts."""
         from .articles import score_articles
 
+        start = time.perf_counter()
         counts: dict[str, Any] = {"articles": 0, "failed": 0, "labels": Counter()}
         records = _counted(score_articles(read_unit(unit), model=self.clf), counts)
         final = self.out / unit["part"]
         tmp = self.out / f".{unit['part']}.{os.getpid()}.tmp"
         (_write_parquet if self.fmt == "parquet" else _write_jsonl)(tmp, records)
         os.replace(tmp, final)
+        counts["seconds"] = time.perf_counter() - start
         return counts
 
 
