@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
                      help="local: this process (default); ray: a Ray Data actor pool, one classifier per worker")
     ray.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else start a local Ray)")
     ray.add_argument("--workers", type=_positive, help="actors (default: the cluster's CPUs // threads per worker)")
-    ray.add_argument("--threads-per-worker", type=_positive, default=1, help="torch threads (and CPUs) per actor")
+    ray.add_argument("--threads-per-worker", type=_positive, default=1, help="torch threads (and Ray CPUs) per actor; --threads is for the local engine")
     score.set_defaults(func=run_score)
 
     demo = subparsers.add_parser(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,13 +50,14 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
-    """200 items: 60 .txt (2 not UTF-8), a 100-line JSONL (6 broken lines), a 40-row CSV (1 broken row)."""
+    """201 items: 60 .txt (2 not UTF-8) and a dangling link, a 100-line JSONL (6 broken lines), a 40-row CSV (1 broken row)."""
     root = tmp_path_factory.mktemp("archive")
     (root / "txt" / "sub").mkdir(parents=True)
     for i in range(60):
         folder = root / "txt" / ("sub" if i % 3 == 0 else "")
         data = article(i).encode() if i not in (11, 42) else b"Ung\xfcltig: kein UTF-8 \xff\n"
         (folder / f"{i:03d}.txt").write_bytes(data)
+    (root / "txt" / "gone.txt").symlink_to(root / "nowhere.txt")  # unreadable: an OSError record
     lines = []
     for i in range(100):
         row = {"id": f"j{i}", "text": article(100 + i), "outlet": ["dpa", "afp"][i % 2]}
@@ -110,15 +112,15 @@ def _close(a, b) -> bool:
 
 def test_same_records_as_local_path(ray_run, local_records):
     out, summary = ray_run
-    assert len(local_records) == 60 + 100 + 40  # count in: every item (the blank line is none)
+    assert len(local_records) == 61 + 100 + 40  # count in: every item (the blank line is none)
     got = list(distributed.read_results(out))
     assert_same_records(got, local_records)  # ids, statements, offsets, labels, scores, summary, errors, order
     failed = [r for r in local_records if "error" in r]
     assert {r["id"] for r in failed} == {
-        "txt/011.txt", "txt/sub/042.txt", "feed.jsonl:8", "no-text", "bad-text", "feed.jsonl:57", "null-text",
+        "txt/011.txt", "txt/sub/042.txt", "txt/gone.txt", "feed.jsonl:8", "no-text", "bad-text", "feed.jsonl:57", "null-text",
         "feed.jsonl:101", "table.csv:36",  # CSV rows span 2 lines (quoted line break)
     }
-    assert (summary.articles, summary.failed, summary.workers) == (len(local_records) - 9, 9, 2)
+    assert (summary.articles, summary.failed, summary.workers) == (len(local_records) - 10, 10, 2)
     assert summary.parts == len(json.loads((out / distributed.MANIFEST).read_text())["parts"]) > 2
 
 
@@ -132,9 +134,10 @@ def test_part_files_hold_every_record_once_and_order_is_recoverable_by_id(ray_ru
     assert_same_records(sorted(raw, key=lambda r: position[r["id"]]), local_records)
 
 
-def test_resume_skips_complete_parts_only(ray_session, archive, tiny_model_dir, tmp_path, local_records):
+def test_resume_skips_complete_parts_only(ray_run, archive, tiny_model_dir, tmp_path, local_records):
     out = tmp_path / "out"
-    first = distributed.score_dataset([archive], out, tiny_model_dir, workers=2, lines_per_part=25, files_per_part=16)
+    shutil.copytree(ray_run[0], out)
+    first = ray_run[1]
     parts = sorted(out.glob("part-*.jsonl"))
     kept = {p.name: p.stat().st_mtime_ns for p in parts[1:]}
     lost = parts[0].read_text().count("\n")
@@ -179,10 +182,15 @@ def test_cli_engine_ray(ray_session, archive, tiny_model_dir, tmp_path, capsys, 
                  "--model", str(tiny_model_dir)])
     assert code == 1  # some items failed; their error records are in the output
     table = capsys.readouterr().out
-    assert f"{'failed':<12}{9:>8}" in table and "workers" in table
+    assert f"{'failed':<12}{10:>8}" in table and "workers" in table
     assert [r["id"] for r in distributed.read_results(out)] == [r["id"] for r in local_records]
     assert main(["score", str(archive), "-o", str(out), "--engine", "ray", "--format", "csv",
                  "--model", str(tiny_model_dir)]) == 2
+    assert main(["score", str(archive), "-o", str(tmp_path / "x.parquet"), "--format", "parquet",
+                 "--model", str(tiny_model_dir)]) == 2  # parquet output is the ray engine's
+    file = tmp_path / "a-file"
+    file.write_text("", encoding="utf-8")
+    assert main(["score", str(archive), "-o", str(file), "--engine", "ray", "--model", str(tiny_model_dir)]) == 2
 
 
 def test_missing_ray_names_the_extra(monkeypatch, tmp_path):
