@@ -9,7 +9,8 @@ actor pool (``map_batches`` with one loaded :class:`StanceClassifier` per actor)
 reads its unit with the local engine's own readers (:mod:`exportstance.serve.io`: same ids, same
 error records for bad lines) and scores it with :func:`exportstance.serve.articles.score_articles`.
 Records never pass through Arrow: the actor writes them itself with the local JSONL writer, so a
-part file's lines are byte for byte what the local engine writes for those articles.
+part file's lines are what the local engine writes for those articles (probabilities up to float
+rounding: a unit's statements are batched with other neighbours than in one local run).
 
 Units (also the **resume unit**): a chunk of ``lines_per_part`` lines of a JSONL file, a whole CSV
 file (a quoted field may span lines, so CSV is not cut), a run of up to ``files_per_part``
