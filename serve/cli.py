@@ -126,8 +126,8 @@ def _run_score_ray(args: argparse.Namespace) -> int:
     stats.articles, stats.failed, stats.skipped = summary.articles, summary.failed, summary.skipped_articles
     stats.labels.update(summary.labels)
     print(stats.table())
-    print(f"{summary.parts} parts scored, {summary.skipped_parts} skipped (complete), by {summary.workers} workers "
-          f"x {summary.threads_per_worker} threads in {summary.seconds:.1f} s -> {summary.output_dir}")
+    print(f"{summary.parts} parts scored, {summary.skipped_parts} skipped (complete), by {summary.workers} worker(s) "
+          f"x {summary.threads_per_worker} thread(s) in {summary.seconds:.1f} s -> {summary.output_dir}")
     return 1 if stats.failed else 0
 
 

@@ -126,18 +126,17 @@ def score_dataset(
             summary.skipped_articles += _count_records(out / part)
         else:
             todo.append({**unit, "part": part})
-    started = False
-    if not ray.is_initialized():
-        started = True
-        _init(ray, cluster, workers, threads_per_worker, runtime_env)
-    try:
-        summary.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // threads_per_worker))
-        summary.workers = min(summary.workers, max(1, len(todo)))  # an actor without a unit only loads a model
-        if todo:
-            _run(ray, todo, summary, model_dir, out, fmt, batch_size, load_kwargs, progress)
-    finally:
+    if todo:  # nothing left to do (a finished run resumed) needs no Ray
+        started = not ray.is_initialized()
         if started:
-            ray.shutdown()
+            _init(ray, cluster, workers, threads_per_worker, runtime_env)
+        try:
+            summary.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // threads_per_worker))
+            summary.workers = min(summary.workers, len(todo))  # an actor without a unit would only load a model
+            _run(ray, todo, summary, model_dir, out, fmt, batch_size, load_kwargs, progress)
+        finally:
+            if started:
+                ray.shutdown()
     summary.seconds = time.perf_counter() - start
     return summary
 

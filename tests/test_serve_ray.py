@@ -151,6 +151,8 @@ def test_resume_skips_complete_parts_only(ray_run, archive, tiny_model_dir, tmp_
     assert {p.name: p.stat().st_mtime_ns for p in parts[1:]} == kept
     assert not list(out.glob(".part-*"))
     assert_same_records(list(distributed.read_results(out)), local_records)
+    done = distributed.score_dataset([archive], out, tiny_model_dir, lines_per_part=25, files_per_part=16, resume=True)
+    assert (done.parts, done.skipped_parts, done.skipped_articles) == (0, first.parts, len(local_records))
 
 
 def test_parquet_in_and_out(ray_session, tiny_model_dir, tmp_path):
@@ -182,7 +184,7 @@ def test_cli_engine_ray(ray_session, archive, tiny_model_dir, tmp_path, capsys, 
                  "--model", str(tiny_model_dir)])
     assert code == 1  # some items failed; their error records are in the output
     table = capsys.readouterr().out
-    assert f"{'failed':<12}{10:>8}" in table and "workers" in table
+    assert f"{'failed':<12}{10:>8}" in table and "worker(s)" in table
     assert [r["id"] for r in distributed.read_results(out)] == [r["id"] for r in local_records]
     assert main(["score", str(archive), "-o", str(out), "--engine", "ray", "--format", "csv",
                  "--model", str(tiny_model_dir)]) == 2
