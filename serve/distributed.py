@@ -96,9 +96,9 @@ def score_dataset(
     connects to a running cluster, and without either a local instance is started and shut down
     at the end. ``workers`` actors (default: the cluster's CPUs // ``threads_per_worker``) each load
     ``StanceClassifier.load(model, batch_size=, threads=threads_per_worker, **load_kwargs)`` once;
-    the model dir must be readable at the same path on every node. ``fmt`` is ``jsonl`` (lines
-    identical to the local engine's) or ``parquet`` (columns ``id``, ``error``, ``record`` = the
-    record as JSON). Without ``resume`` earlier part files in ``output_dir`` are removed first.
+    the model dir must be readable at the same path on every node. ``fmt`` is ``jsonl`` (the local
+    engine's lines) or ``parquet`` (columns ``id``, ``error``, ``n_statements``, ``dominant`` and
+    ``record``, the record as JSON). Without ``resume`` earlier part files in ``output_dir`` are removed first.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
