@@ -36,6 +36,12 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
+        return run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    """All runs, with inputs and outputs under ``work``."""
     from exportstance.model.inference import physical_cores
     from exportstance.model.paths import default_model_dir
     from exportstance.serve import distributed
@@ -45,7 +51,6 @@ def main() -> int:
 
     model = str(args.model or default_model_dir())
     texts = [p.read_text(encoding="utf-8") for p in sorted((REPO / "examples").glob("*.txt"))]
-    work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     source = work / "articles.jsonl"
     source.write_text("".join(json.dumps({"id": f"a{i}", "text": texts[i % len(texts)]}, ensure_ascii=False) + "\n"
                               for i in range(args.n)), encoding="utf-8")
