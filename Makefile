@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install browser base-model model evaluate bench bench-report screenshot clean
+.PHONY: demo test install browser base-model model evaluate bench bench-report bench-ray screenshot clean
 
 # Headless Chromium + chromedriver from Debian for tests/test_report_browser.py (never a browser download).
 CHROMIUM     ?= /usr/bin/chromium
@@ -24,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# Pin torch first: 2.13.0 is a CPU build from local disk; an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	# The ray extra too: the test suite runs the Ray engine's tests (the core install stays without it).
+	$(BIN)/pip install -q -e '.[dev,ray]'
 	touch $@
 
 base-model: install
@@ -41,6 +42,9 @@ evaluate: model
 
 bench: model
 	$(BIN)/python bench/bench_serve.py
+
+bench-ray: model
+	$(BIN)/python bench/bench_ray.py
 
 browser:
 	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then :; \

@@ -27,12 +27,22 @@ def register(subparsers: Any) -> None:
         description="Split each article into statements, classify them (pro/anti/neutral) and write one "
         "record per article (JSONL) or one row per statement (CSV). Exit status 1 if any item failed.",
     )
-    score.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=".txt/.jsonl/.csv file or directory")
-    score.add_argument("-o", "--output", required=True, type=Path, help="output file (appended per article)")
-    score.add_argument("--format", choices=("jsonl", "csv"), help="default: from the output suffix, else jsonl")
-    score.add_argument("--resume", action="store_true", help="skip ids already in OUTPUT and append the rest")
+    score.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                       help=".txt/.jsonl/.csv file or directory (with --engine ray also .parquet)")
+    score.add_argument("-o", "--output", required=True, type=Path,
+                       help="output file (appended per article); with --engine ray a directory of part files")
+    score.add_argument("--format", choices=("jsonl", "csv", "parquet"),
+                       help="default: from the output suffix, else jsonl; parquet only with --engine ray")
+    score.add_argument("--resume", action="store_true",
+                       help="skip ids already in OUTPUT and append the rest (ray: skip inputs whose part file is complete)")
     score.add_argument("--report", type=Path, metavar="HTML", help="also write an HTML report of OUTPUT (JSONL only)")
     _model_arguments(score)
+    ray = score.add_argument_group("scale-out (pip install 'exportstance[ray]')")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: a Ray Data actor pool, one classifier per worker")
+    ray.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else start a local Ray)")
+    ray.add_argument("--workers", type=_positive, help="actors (default: the cluster's CPUs // threads per worker)")
+    ray.add_argument("--threads-per-worker", type=_positive, default=1, help="torch threads (and Ray CPUs) per actor; --threads is for the local engine")
     score.set_defaults(func=run_score)
 
     demo = subparsers.add_parser(
@@ -82,6 +92,8 @@ def run_score(args: argparse.Namespace) -> int:
     if missing:
         print(f"exportstance score: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.engine == "ray":
+        return _run_score_ray(args)
     clf = _load(args)
     if clf is None:
         return 1
@@ -91,6 +103,9 @@ def run_score(args: argparse.Namespace) -> int:
     fmt = args.format or ("csv" if args.output.suffix.lower() == ".csv" else "jsonl")
     if args.report is not None and fmt != "jsonl":
         print("exportstance score: --report needs JSONL output (CSV rows lack the text and summary)", file=sys.stderr)
+        return 2
+    if fmt == "parquet":
+        print("exportstance score: --format parquet needs --engine ray", file=sys.stderr)
         return 2
     stats = Stats()
     with io.open_writer(args.output, fmt, resume=args.resume) as writer:
@@ -127,6 +142,45 @@ def _write_report(paths: list[Path], output: Path, title: str | None = None,
     print(f"report: {overview.articles} articles, {overview.statements} statements, "
           f"{overview.failed} failed -> {output}")
     return overview
+
+
+def _run_score_ray(args: argparse.Namespace) -> int:
+    """``--engine ray``: :func:`exportstance.serve.distributed.score_dataset` into the directory ``-o``."""
+    from ..model.format import ModelNotFoundError
+    from .distributed import score_dataset
+
+    fmt = args.format or "jsonl"
+    if fmt == "csv":
+        print("exportstance score: --engine ray writes jsonl or parquet part files, not csv", file=sys.stderr)
+        return 2
+    load_kwargs: dict[str, Any] = {"precision": args.precision}
+    if getattr(args, "backend", None) is not None:  # the inference backend flag, passed through to the workers
+        load_kwargs["backend"] = args.backend
+    try:
+        summary = score_dataset(
+            args.paths, args.output, args.model, workers=args.workers, threads_per_worker=args.threads_per_worker,
+            address=args.address, batch_size=args.batch_size, fmt=fmt, resume=args.resume, progress=True,
+            **load_kwargs,
+        )
+    except (ImportError, ModelNotFoundError, NotADirectoryError, ConnectionError) as exc:
+        print(f"exportstance score: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, ModelNotFoundError) else 2
+    stats = Stats()
+    stats.articles, stats.failed, stats.skipped = summary.articles, summary.failed, summary.skipped_articles
+    stats.labels.update(summary.labels)
+    print(stats.table())
+    print(f"{summary.parts} parts scored, {summary.skipped_parts} skipped (complete), by {summary.workers} worker(s) "
+          f"x {summary.threads_per_worker} thread(s) in {summary.seconds:.1f} s -> {summary.output_dir}")
+    if args.report is not None:  # from the part files, in input order
+        from .distributed import read_results
+        from .report import render_report
+
+        html, overview = render_report([(args.output.name, read_results(args.output))])
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(html, encoding="utf-8")
+        print(f"report: {overview.articles} articles, {overview.statements} statements, "
+              f"{overview.failed} failed -> {args.report}")
+    return 1 if stats.failed else 0
 
 
 def run_demo(args: argparse.Namespace) -> int:

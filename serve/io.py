@@ -54,7 +54,7 @@ def error_record(
     return {"id": item_id, "error": f"{kind or type(exc).__name__}: {where}: {exc}", "file": file_id, "line": line}
 
 
-def _files(path: Path) -> Iterator[tuple[Path, str]]:
+def _files(path: Path, suffixes: tuple[str, ...] = INPUT_SUFFIXES) -> Iterator[tuple[Path, str]]:
     """(file, id) pairs; directories are walked in sorted order without listing the whole tree first."""
     if not path.is_dir():
         yield path, str(path)
@@ -62,16 +62,17 @@ def _files(path: Path) -> Iterator[tuple[Path, str]]:
     for root, dirs, names in os.walk(path):
         dirs.sort()
         for name in sorted(names):
-            if name.lower().endswith(INPUT_SUFFIXES):
+            if name.lower().endswith(suffixes):
                 file = Path(root) / name
                 yield file, file.relative_to(path).as_posix()
 
 
-def _read(file: Path, file_id: str) -> Iterator[dict[str, Any]]:
+def _read(file: Path, file_id: str, **jsonl_chunk: int) -> Iterator[dict[str, Any]]:
+    """One file's articles or error records; ``jsonl_chunk``: see ``_read_jsonl``."""
     suffix = file.suffix.lower()
     try:
         if suffix == ".jsonl":
-            yield from _read_jsonl(file, file_id)
+            yield from _read_jsonl(file, file_id, **jsonl_chunk)
         elif suffix == ".csv":
             yield from _read_csv(file, file_id)
         else:
@@ -88,9 +89,15 @@ def _read_txt(file: Path, file_id: str) -> dict[str, Any]:
         return error_record(file_id, file_id, data.count(b"\n", 0, exc.start) + 1, exc)
 
 
-def _read_jsonl(file: Path, file_id: str) -> Iterator[dict[str, Any]]:
+def _read_jsonl(
+    file: Path, file_id: str, start: int = 0, stop: int | None = None, first_line: int = 1
+) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file; ``start``/``stop`` (byte offsets at line starts) and ``first_line`` read one
+    chunk of it with the whole file's line numbers (the Ray engine scores large files in chunks)."""
     with file.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+        fh.seek(start)
+        lines = fh if stop is None else _lines_before(fh, stop - start)
+        for lineno, raw in enumerate(lines, first_line):
             if not raw.strip():
                 continue
             fallback_id = f"{file_id}:{lineno}"
@@ -104,6 +111,15 @@ def _read_jsonl(file: Path, file_id: str) -> Iterator[dict[str, Any]]:
                 yield error_record(fallback_id, file_id, lineno, found, "TypeError")
                 continue
             yield _article(obj, fallback_id, file_id, lineno)
+
+
+def _lines_before(fh: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Lines of ``fh`` until ``size`` bytes have been read."""
+    for raw in fh:
+        if size <= 0:
+            return
+        size -= len(raw)
+        yield raw
 
 
 def _read_csv(file: Path, file_id: str) -> Iterator[dict[str, Any]]:
