@@ -2,8 +2,8 @@
 
 Streaming: articles are read from the iterable in bounded chunks (enough statements for a few
 batches, or at most as many articles); while one chunk is scored and yielded, a thread reads and
-segments the next one and then waits, so at most two chunks are held and a generator of a million
-articles is never held in memory. Exactly one record comes out per article,
+segments the next ones, at most two ahead, so at most three chunks are held and a generator of a
+million articles is never held in memory. Exactly one record comes out per article,
 in input order; a bad article gives an error record instead of stopping the run.
 """
 from __future__ import annotations

@@ -64,7 +64,8 @@ class StanceClassifier:
         precision: str = "fp32",
         pad_token_id: int | None = None,
     ) -> None:
-        """``model``: a torch classifier (run by the torch engine in ``precision``) or a graph engine."""
+        """``model``: a torch classifier (run by the torch engine in ``precision`` with ``threads``) or a
+        graph engine (which brings its own precision and threads: use :meth:`load` for those)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if threads is not None and threads < 1:
@@ -127,9 +128,10 @@ class StanceClassifier:
         """Load a trained model dir (default: ``default_model_dir()``, honouring ``$EXPORTSTANCE_MODEL``).
 
         ``backend``: ``auto`` (default; by CPU flags, see :func:`engines.choose`), ``openvino``,
-        ``onnx`` or ``torch`` (the fp32 reference). ``precision``: ``None`` (the backend's best
-        for this CPU), ``fp32``, ``bf16`` (OpenVINO or torch autocast; fast only with native bf16)
-        or ``int8`` (ONNX Runtime or torch dynamic quantisation). The exported graph is built on
+        ``onnx`` or ``torch`` (the fp32 reference). ``precision``: ``None`` (bf16 on OpenVINO where
+        the CPU has native bf16, else fp32), ``fp32``, ``bf16`` (OpenVINO or torch autocast; fast
+        only with native bf16) or ``int8`` (ONNX Runtime or torch dynamic quantisation; changes
+        about 3% of labels on real news, so opt-in). The exported graph is built on
         first use and cached in the dir. ``batch_size`` 16: on the 2-core target smaller
         length-sorted batches (less padding) were faster than 32 or 128 (``make bench``).
         ``threads`` defaults to the number of physical cores.

@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
                      help="local: this process (default); ray: a Ray Data actor pool, one classifier per worker")
     ray.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else start a local Ray)")
     ray.add_argument("--workers", type=_positive, help="actors (default: the cluster's CPUs // threads per worker)")
-    ray.add_argument("--threads-per-worker", type=_positive, default=1, help="torch threads (and Ray CPUs) per actor; --threads is for the local engine")
+    ray.add_argument("--threads-per-worker", type=_positive, default=1, help="inference threads (and Ray CPUs) per actor; --threads is for the local engine")
     score.set_defaults(func=run_score)
 
     demo = subparsers.add_parser(
@@ -154,8 +154,7 @@ def _run_score_ray(args: argparse.Namespace) -> int:
         print("exportstance score: --engine ray writes jsonl or parquet part files, not csv", file=sys.stderr)
         return 2
     load_kwargs: dict[str, Any] = {"precision": args.precision}
-    if getattr(args, "backend", None) is not None:  # the inference backend flag, passed through to the workers
-        load_kwargs["backend"] = args.backend
+    load_kwargs["backend"] = args.backend  # passed through to every worker's StanceClassifier.load
     try:
         summary = score_dataset(
             args.paths, args.output, args.model, workers=args.workers, threads_per_worker=args.threads_per_worker,
@@ -219,12 +218,14 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> Any:
     """The classifier, or None after printing why not (a missing model names the command that builds it)."""
-    from transformers.utils import logging as hf_logging
+    import os
 
     from ..model.format import ModelNotFoundError
     from .classifier import StanceClassifier
 
-    hf_logging.disable_progress_bar()  # the "Loading weights" bar is noise in a batch command's output
+    # transformers' "Loading weights" bar (models served through it) is noise in a batch command's
+    # output; the environment switch needs no import of transformers on the default path.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return StanceClassifier.load(
             args.model, batch_size=args.batch_size, threads=args.threads, precision=args.precision,

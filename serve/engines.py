@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..model.inference import cpu_flags
-from . import BACKENDS
 from ..model.inference import has_native_bf16 as native_bf16
+from . import BACKENDS
 
 LOG = logging.getLogger("exportstance.serve")
 
@@ -54,7 +55,12 @@ def flags_summary(flags: frozenset[str] | None = None) -> str:
 
 
 def choose(backend: str, precision: str | None, flags: frozenset[str] | None = None) -> Choice:
-    """Resolve ``backend="auto"`` and ``precision=None`` from the CPU flags."""
+    """Resolve ``backend="auto"`` and ``precision=None`` from the CPU flags.
+
+    ``auto`` with a precision takes the fastest engine for it (``make bench``): OpenVINO for fp32
+    and bf16, ONNX Runtime for int8. A named backend with ``precision=None`` runs bf16 on OpenVINO
+    where the CPU has native bf16, else fp32.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     bf16 = native_bf16(cpu_flags() if flags is None else flags)
@@ -63,7 +69,7 @@ def choose(backend: str, precision: str | None, flags: frozenset[str] | None = N
             if bf16:
                 return Choice("openvino", "bf16", "native bf16 (avx512_bf16/amx_bf16)")
             return Choice("openvino", "fp32", "no native bf16: fp32 keeps labels; int8 changed too many")
-        return Choice("torch" if precision == "int8" else "openvino", precision, f"precision {precision} asked")
+        return Choice("onnx" if precision == "int8" else "openvino", precision, f"precision {precision} asked")
     if precision is None:
         precision = "bf16" if bf16 and backend == "openvino" else "fp32"
     return Choice(backend, precision, "asked")
@@ -79,23 +85,35 @@ def build(model_dir: Path, backend: str, precision: str, threads: int) -> Engine
 
 
 class GraphEngine:
-    """Shared part of the graph engines: the memory-mapped embedding lookup and the label order."""
+    """Shared part of the graph engines: the memory-mapped embedding lookup, the label order (from
+    config.json, like the torch model's) and a lock, so one engine may be called from several
+    threads (one inference request at a time; its threads do the parallel work)."""
 
     name = "graph"
 
     def __init__(self, model_dir: Path, precision: str, threads: int, *, int8: bool = False) -> None:
         from ..model import export
+        from ..model.format import read_config
 
         self.precision = precision
         self.threads = threads
+        self.model_dir = Path(model_dir)
         self.dir = export.ensure_exported(model_dir, int8=int8)
-        manifest = export.read_manifest(model_dir) or {}
-        self.id2label = {int(k): v for k, v in manifest["id2label"].items()}
+        self.id2label = {int(k): str(v) for k, v in read_config(model_dir)["id2label"].items()}
         self._table = export.word_embeddings(model_dir)
+        self._lock = threading.Lock()
 
     def embed(self, input_ids: np.ndarray) -> np.ndarray:
         """Rows of the embedding table, float32 (batch, tokens, hidden)."""
         return np.asarray(self._table[input_ids], dtype=np.float32)
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        words = self.embed(input_ids)
+        with self._lock:
+            return self._run(words, attention_mask)
+
+    def _run(self, words: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
 
 class OnnxRuntimeEngine(GraphEngine):
@@ -119,16 +137,15 @@ class OnnxRuntimeEngine(GraphEngine):
         graph = self.dir / (GRAPH_INT8 if precision == "int8" else GRAPH_FP32)
         self._session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = {"word_embeds": self.embed(input_ids), "attention_mask": attention_mask}
-        return self._session.run(["logits"], feeds)[0]
+    def _run(self, words: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self._session.run(["logits"], {"word_embeds": words, "attention_mask": attention_mask})[0]
 
 
 class OpenVINOEngine(GraphEngine):
     """OpenVINO's CPU plugin, reading the ONNX graph; ``bf16`` sets its inference precision hint.
 
-    The compiled model is cached by OpenVINO in ``exported/openvino_cache/PRECISION``, which
-    makes later loads faster; a new export empties it (see ``model.export.OPENVINO_CACHE``).
+    The compiled model is cached by OpenVINO in ``exported/openvino_cache/<weights hash>/<precision>``
+    (see ``model.export.OPENVINO_CACHE`` for why the key is ours), which makes later loads faster.
     """
 
     name = "openvino"
@@ -140,7 +157,7 @@ class OpenVINOEngine(GraphEngine):
         super().__init__(model_dir, precision, threads)
         import openvino as ov
 
-        from ..model.export import GRAPH_FP32, OPENVINO_CACHE
+        from ..model.export import GRAPH_FP32, openvino_cache
 
         core = ov.Core()
         config: dict[str, Any] = {
@@ -149,14 +166,12 @@ class OpenVINOEngine(GraphEngine):
             "PERFORMANCE_HINT": "LATENCY",
         }
         if os.access(self.dir, os.W_OK):
-            # One cache dir per precision: OpenVINO 2026.4's cache key leaves out the precision
-            # hint, and a bf16 run of the blob compiled for f32 gave NaN.
-            config["CACHE_DIR"] = str(self.dir / OPENVINO_CACHE / precision)
+            config["CACHE_DIR"] = str(openvino_cache(model_dir, precision))
         self._compiled = core.compile_model(str(self.dir / GRAPH_FP32), "CPU", config)
         self._request = self._compiled.create_infer_request()
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        result = self._request.infer({"word_embeds": self.embed(input_ids), "attention_mask": attention_mask})
+    def _run(self, words: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        result = self._request.infer({"word_embeds": words, "attention_mask": attention_mask})
         return np.array(next(iter(result.values())), dtype=np.float32)
 
 
@@ -176,8 +191,13 @@ class TorchEngine:
         self.model = _quantize_int8(model) if precision == "int8" else model
         self.id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
         self._torch = torch
+        self._lock = threading.Lock()  # torch's thread count is process-wide: one call at a time
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._run(input_ids, attention_mask)
+
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         from ..model.inference import autocast
 
         torch = self._torch

@@ -76,7 +76,8 @@ def test_export_is_cached_and_rebuilt_when_the_weights_change(sharp_dir, tmp_pat
     model_dir = shutil.copytree(sharp_dir, tmp_path / "m")
     graph = export.ensure_exported(model_dir) / export.GRAPH_FP32
     built = graph.stat().st_mtime_ns
-    assert export.ensure_exported(model_dir) and graph.stat().st_mtime_ns == built  # cached
+    export.ensure_exported(model_dir)
+    assert graph.stat().st_mtime_ns == built  # cached
     # A copy with new mtimes but the same bytes keeps its graph (the hash decides).
     copy = shutil.copytree(model_dir, tmp_path / "copy")
     os.utime(copy / "model.safetensors", ns=(1, 1))
@@ -89,6 +90,47 @@ def test_export_is_cached_and_rebuilt_when_the_weights_change(sharp_dir, tmp_pat
     assert not export.is_current(model_dir)
     export.ensure_exported(model_dir)
     assert export.is_current(model_dir) and graph.stat().st_mtime_ns != built
+
+
+def test_a_changed_config_or_export_version_is_stale(sharp_dir, tmp_path, monkeypatch):
+    model_dir = shutil.copytree(sharp_dir, tmp_path / "m")
+    export.ensure_exported(model_dir)
+    monkeypatch.setattr(export, "EXPORT_VERSION", export.EXPORT_VERSION + 1)
+    assert not export.is_current(model_dir)
+    monkeypatch.undo()
+    assert export.is_current(model_dir)
+    (model_dir / "config.json").write_text((model_dir / "config.json").read_text().replace('"gelu"', '"gelu" '))
+    assert not export.is_current(model_dir)
+
+
+def test_processes_loading_one_fresh_dir_at_once_share_one_export(sharp_dir, tmp_path, reference):
+    """Ray workers load the same dir together: the lock makes one export it, the others reuse it."""
+    model_dir = shutil.copytree(sharp_dir, tmp_path / "m", ignore=shutil.ignore_patterns(export.EXPORT_DIR))
+    code = (
+        "import sys, numpy as np; from exportstance.serve.classifier import StanceClassifier; "
+        f"p = StanceClassifier.load({str(model_dir)!r}, backend='onnx', threads=1).predict_proba({TEXTS!r}); "
+        "np.save(sys.argv[1], p)"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"{i}.npy")], cwd=REPO,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    for i in range(3):
+        np.testing.assert_allclose(np.load(tmp_path / f"{i}.npy"), reference, atol=1e-4)
+    assert export.is_current(model_dir)
+    assert not [p for p in (model_dir / export.EXPORT_DIR).iterdir() if p.suffix == ".tmp"]
+
+
+def test_an_unwritable_dir_is_served_by_torch(sharp_dir, tmp_path, monkeypatch):
+    model_dir = shutil.copytree(sharp_dir, tmp_path / "m", ignore=shutil.ignore_patterns(export.EXPORT_DIR))
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(export, "_locked", read_only)
+    assert StanceClassifier.load(model_dir, threads=1).backend == "torch"
+    with pytest.raises(export.ExportError, match="cannot write"):
+        StanceClassifier.load(model_dir, backend="openvino", threads=1)
 
 
 def test_word_embeddings_are_a_memory_map_of_the_checkpoint(sharp_dir):
@@ -116,6 +158,7 @@ def test_default_engine_is_chosen_by_cpu_flags(flags, expected):
 def test_explicit_choices_and_bad_ones():
     assert engines.choose("torch", None, frozenset()).precision == "fp32"
     assert engines.choose("onnx", "int8", frozenset()) == engines.Choice("onnx", "int8", "asked")
+    assert engines.choose("auto", "int8", frozenset()).backend == "onnx"
     with pytest.raises(ValueError, match="backend"):
         engines.choose("tensorrt", None)
 
@@ -149,3 +192,15 @@ def test_default_engine_loads_without_torch_or_transformers(sharp_dir):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in ("openvino", "onnx")
+
+
+def test_the_score_command_loads_neither_torch_nor_transformers(sharp_dir, tmp_path):
+    export.ensure_exported(sharp_dir)
+    code = (
+        "import sys; from exportstance.cli import main; "
+        f"rc = main(['score', {str(REPO / 'examples')!r}, '-o', {str(tmp_path / 'out.jsonl')!r}, '--model', {str(sharp_dir)!r}]); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')]; "
+        "assert rc == 0 and not bad, (rc, bad[:5])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]

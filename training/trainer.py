@@ -173,12 +173,12 @@ def resolve_precision(precision: str) -> str:
 
 def export_graph(out_dir: Path) -> None:
     """Export the serving graph into the new model dir now, so the first load needs no torch."""
-    from ..model.export import ExportError, export_onnx
+    from ..model.export import ensure_exported
 
     try:
-        export_onnx(out_dir)
-    except ExportError as exc:  # another architecture: served by torch, nothing to export
-        print(f"no exported graph: {exc}", file=sys.stderr)
+        ensure_exported(out_dir)
+    except Exception as exc:  # the trained model is saved; torch serves it, and a load retries the export
+        print(f"no exported graph for {out_dir}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def train(args: TrainingArguments, progress: bool = True) -> TrainResult:
