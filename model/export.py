@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import struct
 import tempfile
@@ -241,5 +242,13 @@ def word_embeddings(model_dir: Path) -> np.ndarray:
     if info is None or info["dtype"] not in _SAFETENSORS_DTYPES:
         raise ExportError(f"{path}: no {WORD_EMBEDDINGS} in F32/F16")
     start, _end = info["data_offsets"]
-    return np.memmap(path, dtype=_SAFETENSORS_DTYPES[info["dtype"]], mode="r", offset=8 + n + start,
-                     shape=tuple(info["shape"]))
+    with open(path, "rb") as fh:
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    if hasattr(mmap, "MADV_RANDOM"):
+        # Rows are read at random: without this, the kernel's readahead pulls in ~100 KB around
+        # every row a text uses, and after a few thousand texts most of the table is resident.
+        mapped.madvise(mmap.MADV_RANDOM)
+    dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+    shape = tuple(info["shape"])
+    table = np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)), offset=8 + n + start)
+    return table.reshape(shape)
