@@ -37,7 +37,7 @@ EXPORT_DIR = "exported"
 MANIFEST = "manifest.json"
 GRAPH_FP32 = "encoder.onnx"
 GRAPH_INT8 = "encoder.int8.onnx"
-# OpenVINO's compiled-model cache lives in openvino_cache/<weights hash>/<precision>: OpenVINO
+# OpenVINO's compiled-model cache lives in openvino_cache/<export key>/<precision>: OpenVINO
 # 2026.4's own cache key left out both the precision hint (a bf16 run of the blob compiled for f32
 # gave NaN) and the graph's contents (a re-exported graph got the old blob).
 OPENVINO_CACHE = "openvino_cache"
@@ -202,9 +202,10 @@ def quantize_int8(out: Path) -> Path:
 
 
 def openvino_cache(model_dir: Path, precision: str) -> Path:
-    """Where OpenVINO caches the compiled graph for these weights and this precision."""
+    """Where OpenVINO caches the compiled graph of this export (its whole key) in this precision."""
     manifest = read_manifest(model_dir) or {}
-    return Path(model_dir) / EXPORT_DIR / OPENVINO_CACHE / str(manifest.get("weights_sha256", "unknown"))[:16] / precision
+    key = json.dumps([manifest.get(k) for k in ("weights_sha256", "config_sha256", "export_version")])
+    return Path(model_dir) / EXPORT_DIR / OPENVINO_CACHE / hashlib.sha256(key.encode()).hexdigest()[:16] / precision
 
 
 @contextlib.contextmanager

@@ -97,7 +97,6 @@ class GraphEngine:
 
         self.precision = precision
         self.threads = threads
-        self.model_dir = Path(model_dir)
         self.dir = export.ensure_exported(model_dir, int8=int8)
         self.id2label = {int(k): str(v) for k, v in read_config(model_dir)["id2label"].items()}
         self._table = export.word_embeddings(model_dir)
@@ -144,7 +143,7 @@ class OnnxRuntimeEngine(GraphEngine):
 class OpenVINOEngine(GraphEngine):
     """OpenVINO's CPU plugin, reading the ONNX graph; ``bf16`` sets its inference precision hint.
 
-    The compiled model is cached by OpenVINO in ``exported/openvino_cache/<weights hash>/<precision>``
+    The compiled model is cached by OpenVINO in ``exported/openvino_cache/<export key>/<precision>``
     (see ``model.export.OPENVINO_CACHE`` for why the key is ours), which makes later loads faster.
     """
 
