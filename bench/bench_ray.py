@@ -3,7 +3,7 @@
     python bench/bench_ray.py [--model DIR] [--n 200] [--workers 1,2] [--threads-per-worker 1]
 
 The same ``--n`` articles (examples/ repeated, as one JSONL file) are scored by the local engine
-(one process, with 1 torch thread and with one per physical core, model load included) and by
+(one process, with 1 inference thread and with one per physical core, model load included) and by
 :func:`exportstance.serve.distributed.score_dataset` on a local Ray started once beforehand (each
 run includes starting its actors and loading one model per actor; the JSONL is cut so every
 worker gets about 4 units). Labels are checked equal to the local run. Prints the CPU flags that

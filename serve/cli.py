@@ -104,6 +104,9 @@ def run_score(args: argparse.Namespace) -> int:
     if args.report is not None and fmt != "jsonl":
         print("exportstance score: --report needs JSONL output (CSV rows lack the text and summary)", file=sys.stderr)
         return 2
+    if args.report is not None and args.report.resolve() == args.output.resolve():
+        print("exportstance score: --report must not be the output file", file=sys.stderr)
+        return 2
     if fmt == "parquet":
         print("exportstance score: --format parquet needs --engine ray", file=sys.stderr)
         return 2
@@ -120,7 +123,9 @@ def run_score(args: argparse.Namespace) -> int:
             return 130
     print(stats.table())
     if args.report is not None:
-        _write_report([args.output], args.report)
+        from .report import file_sources
+
+        _write_report(file_sources([args.output]), args.report)
     return 1 if stats.failed else 0
 
 
@@ -129,16 +134,20 @@ def run_report(args: argparse.Namespace) -> int:
     if missing:
         print(f"exportstance report: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    overview = _write_report(args.paths, args.output, title=args.title)
+    if args.output.resolve() in {p.resolve() for p in args.paths}:
+        print(f"exportstance report: the output {args.output} is one of the inputs", file=sys.stderr)
+        return 2
+    from .report import file_sources
+
+    overview = _write_report(file_sources(args.paths), args.output, title=args.title)
     return 1 if overview.failed else 0
 
 
-def _write_report(paths: list[Path], output: Path, title: str | None = None,
-                  names: list[str] | None = None) -> Any:
-    """Write the HTML report and print where it is (and what is in it)."""
+def _write_report(sources: list[tuple[str, Any]], output: Path, title: str | None = None) -> Any:
+    """Write the HTML report of (name, records) sources and print where it is (and what is in it)."""
     from .report import write_report
 
-    overview = write_report(paths, output, title=title, names=names)
+    overview = write_report(sources, output, title=title)
     print(f"report: {overview.articles} articles, {overview.statements} statements, "
           f"{overview.failed} failed -> {output}")
     return overview
@@ -149,21 +158,22 @@ def _run_score_ray(args: argparse.Namespace) -> int:
     from ..model.format import ModelNotFoundError
     from .distributed import score_dataset
 
-    fmt = args.format or "jsonl"
+    fmt = args.format or ("parquet" if args.output.suffix.lower() == ".parquet" else "jsonl")
     if fmt == "csv":
         print("exportstance score: --engine ray writes jsonl or parquet part files, not csv", file=sys.stderr)
         return 2
-    load_kwargs: dict[str, Any] = {"precision": args.precision}
-    load_kwargs["backend"] = args.backend  # passed through to every worker's StanceClassifier.load
     try:
         summary = score_dataset(
             args.paths, args.output, args.model, workers=args.workers, threads_per_worker=args.threads_per_worker,
             address=args.address, batch_size=args.batch_size, fmt=fmt, resume=args.resume, progress=True,
-            **load_kwargs,
+            precision=args.precision, backend=args.backend,  # passed through to every worker's StanceClassifier.load
         )
-    except (ImportError, ModelNotFoundError, NotADirectoryError, ConnectionError) as exc:
+    except (ImportError, ModelNotFoundError, NotADirectoryError, ConnectionError, ValueError) as exc:
         print(f"exportstance score: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, ModelNotFoundError) else 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; complete parts are in {args.output}, continue with --resume", file=sys.stderr)
+        return 130
     stats = Stats()
     stats.articles, stats.failed, stats.skipped = summary.articles, summary.failed, summary.skipped_articles
     stats.labels.update(summary.labels)
@@ -172,13 +182,8 @@ def _run_score_ray(args: argparse.Namespace) -> int:
           f"x {summary.threads_per_worker} thread(s) in {summary.seconds:.1f} s -> {summary.output_dir}")
     if args.report is not None:  # from the part files, in input order
         from .distributed import read_results
-        from .report import render_report
 
-        html, overview = render_report([(args.output.name, read_results(args.output))])
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(html, encoding="utf-8")
-        print(f"report: {overview.articles} articles, {overview.statements} statements, "
-              f"{overview.failed} failed -> {args.report}")
+        _write_report([(args.output.name, read_results(args.output))], args.report)
     return 1 if stats.failed else 0
 
 
@@ -211,8 +216,10 @@ def run_demo(args: argparse.Namespace) -> int:
         print(stats.table())
         failed += stats.failed
     print()
-    _write_report(list(written.values()), args.out / "report.html", title="exportstance demo report",
-                  names=list(written))
+    from .report import file_sources
+
+    _write_report(file_sources(list(written.values()), names=list(written)), args.out / "report.html",
+                  title="exportstance demo report")
     return 1 if failed else 0
 
 

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -114,10 +115,13 @@ def score_dataset(
     cluster = address or os.environ.get("RAY_ADDRESS")
     model_dir = _model_dir(model, check=not cluster and not ray.is_initialized())
     units = plan([Path(p) for p in inputs], exclude=out, lines_per_part=lines_per_part, files_per_part=files_per_part)
+    if not units:
+        raise ValueError(f"no input files to score in {', '.join(map(str, inputs))} (files under the output "
+                         f"directory {out} are never read)")
     parts = [_part_name(unit, fmt) for unit in units]
     summary = RunSummary(output_dir=out, threads_per_worker=threads_per_worker)
     out.mkdir(parents=True, exist_ok=True)
-    _clean(out, keep=set(parts) if resume else set())
+    _clean(out, remove_parts=not resume)
     _write_manifest(out, fmt, units, parts)
     todo = []
     for unit, part in zip(units, parts):
@@ -294,12 +298,13 @@ def _model_dir(model: str | Path | None, check: bool) -> str:
 
 # --- output directory ----------------------------------------------------------------------------
 
-def _clean(out: Path, keep: set[str]) -> None:
-    """Remove our temporary files and the part files not in ``keep`` (stale ones from other inputs)."""
+def _clean(out: Path, remove_parts: bool) -> None:
+    """Remove our temporary files, and (a fresh run, not a resume) the part files of earlier runs.
+
+    A resume never deletes a complete part, even one the new plan does not name (inputs moved or
+    changed): the manifest lists the parts of this run, and ``read_results`` reads only those."""
     for path in out.iterdir():
-        if (path.name.startswith(".part-") and path.name.endswith(".tmp")) or (
-            _PART.match(path.name) and path.name not in keep
-        ):
+        if (path.name.startswith(".part-") and path.name.endswith(".tmp")) or (remove_parts and _PART.match(path.name)):
             path.unlink()
 
 
@@ -406,7 +411,7 @@ class _Scorer:
         counts: dict[str, Any] = {"articles": 0, "failed": 0, "labels": Counter()}
         records = _counted(score_articles(read_unit(unit), model=self.clf, keep_text=True), counts)
         final = self.out / unit["part"]
-        tmp = self.out / f".{unit['part']}.{os.getpid()}.tmp"
+        tmp = self.out / f".{unit['part']}.{uuid.uuid4().hex}.tmp"  # unique across nodes sharing the dir
         (_write_parquet if self.fmt == "parquet" else _write_jsonl)(tmp, records)
         os.replace(tmp, final)
         counts["seconds"] = time.perf_counter() - start

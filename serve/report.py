@@ -71,11 +71,16 @@ def read_scored(path: Path) -> Iterator[dict[str, Any]]:
             yield record
 
 
-def write_report(paths: Sequence[Path], output: Path, title: str | None = None,
-                 names: Sequence[str] | None = None) -> Overview:
-    """Render the records of ``paths`` (each a source, named by ``names`` or the file stem) to ``output``."""
+def file_sources(paths: Sequence[Path], names: Sequence[str] | None = None) -> list[tuple[str, Iterator[dict[str, Any]]]]:
+    """Scored JSONL files as report sources, each named by ``names`` or its file stem."""
     names = list(names) if names is not None else [p.stem for p in paths]
-    html, overview = render_report([(name, read_scored(path)) for name, path in zip(names, paths)], title=title)
+    return [(name, read_scored(path)) for name, path in zip(names, paths)]
+
+
+def write_report(sources: Sequence[tuple[str, Iterable[dict[str, Any]]]], output: Path,
+                 title: str | None = None) -> Overview:
+    """Render the records of ``sources`` (name, records) to the file ``output``."""
+    html, overview = render_report(sources, title=title)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(html, encoding="utf-8")
     return overview
@@ -88,7 +93,12 @@ def render_report(sources: Sequence[tuple[str, Iterable[dict[str, Any]]]],
     overview = Overview()
     for name, records in sources:
         for record in records:
-            view = article_view(record, len(articles), name)
+            try:
+                view = article_view(record, len(articles), name)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed record
+                view = article_view({"id": record.get("id", len(articles)) if isinstance(record, dict) else len(articles),
+                                     "error": f"not a scored article record ({type(exc).__name__}: {exc})"},
+                                    len(articles), name)
             articles.append(view)
             overview.sources[name] += 1
             overview.dominant[view["dominant"]] += 1
@@ -146,10 +156,13 @@ def article_view(record: dict[str, Any], k: int, source: str) -> dict[str, Any]:
         return view
     statements = [_statement_view(i, s) for i, s in enumerate(record["statements"])]
     summary = record["summary"]
+    index = summary.get("stance_index")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, (int, float))):
+        raise ValueError(f"stance_index {index!r} is not a number")
     view.update(
         statements=statements,
         dominant=str(summary.get("dominant", "neutral")),
-        index=summary.get("stance_index"),
+        index=index,
     )
     view["counts"] = {label: sum(s["label"] == label for s in statements) for label in LABELS}
     view["segments"], view["note"] = _segments(text, record["statements"], statements)
@@ -163,6 +176,8 @@ def article_view(record: dict[str, Any], k: int, source: str) -> dict[str, Any]:
 
 def _statement_view(i: int, statement: dict[str, Any]) -> dict[str, Any]:
     label = statement["label"]
+    if label not in LABELS:
+        raise ValueError(f"statement {i} has label {label!r}")
     scores = statement.get("scores") or {}
     p = scores.get(label, statement.get("confidence", 0.0))
     tip = " · ".join(f"{name} {scores[name]:.3f}" for name in LABELS if name in scores)

@@ -134,7 +134,7 @@ def test_part_files_hold_every_record_once_and_order_is_recoverable_by_id(ray_ru
     assert_same_records(sorted(raw, key=lambda r: position[r["id"]]), local_records)
 
 
-def test_resume_skips_complete_parts_only(ray_run, archive, tiny_model_dir, tmp_path, local_records):
+def test_resume_skips_complete_parts_only(ray_run, archive, tiny_model_dir, tmp_path, local_records, monkeypatch):
     out = tmp_path / "out"
     shutil.copytree(ray_run[0], out)
     first = ray_run[1]
@@ -151,8 +151,28 @@ def test_resume_skips_complete_parts_only(ray_run, archive, tiny_model_dir, tmp_
     assert {p.name: p.stat().st_mtime_ns for p in parts[1:]} == kept
     assert not list(out.glob(".part-*"))
     assert_same_records(list(distributed.read_results(out)), local_records)
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a finished resume started Ray or an actor pool")
+
+    monkeypatch.setattr(distributed, "_init", no_ray)
+    monkeypatch.setattr(distributed, "_run", no_ray)
     done = distributed.score_dataset([archive], out, tiny_model_dir, lines_per_part=25, files_per_part=16, resume=True)
     assert (done.parts, done.skipped_parts, done.skipped_articles) == (0, first.parts, len(local_records))
+    monkeypatch.undo()
+    # A resume over other inputs (a moved archive, say) scores them but deletes no complete part.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.txt").write_text("Die Sperren wirken.", encoding="utf-8")
+    before = {p.name for p in out.glob("part-*")}
+    other = distributed.score_dataset([elsewhere], out, tiny_model_dir, workers=1, resume=True)
+    assert other.parts == 1 and before < {p.name for p in out.glob("part-*")}
+    assert [r["id"] for r in distributed.read_results(out)] == ["x.txt"]
+
+
+def test_no_inputs_outside_the_output_dir_is_an_error(ray_session, tiny_model_dir, tmp_path):
+    (tmp_path / "a.txt").write_text("Die Sperren wirken.", encoding="utf-8")
+    with pytest.raises(ValueError, match="no input files"):
+        distributed.score_dataset([tmp_path], tmp_path, tiny_model_dir)
 
 
 def test_parquet_in_and_out(ray_session, tiny_model_dir, tmp_path):

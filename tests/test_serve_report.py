@@ -241,3 +241,19 @@ def test_score_writes_the_report_too(tmp_path, tiny_model_dir):
     assert len(dom.statements) == sum(len(r["statements"]) for r in records)
     assert main(["score", "--model", str(tiny_model_dir), str(REPO / "examples"), "-o", str(tmp_path / "s.csv"),
                  "--report", str(report)]) == 2
+
+
+@pytest.mark.parametrize("broken", [
+    {"statements": [{"text": "x", "start": 0, "end": 1}], "summary": {}},                     # no label
+    {"statements": [{"text": "x", "label": "maybe"}], "summary": {}},                         # unknown label
+    {"statements": [{"text": "x", "label": "pro", "scores": {"pro": "high"}}], "summary": {}},  # not a number
+    {"statements": [], "summary": {"stance_index": "+1"}},
+    {"statements": [], "summary": {"strongest_pro": "x"}},
+])
+def test_a_malformed_record_is_shown_as_an_error_not_a_crash(broken):
+    from exportstance.serve.report import render_report
+
+    good = {"id": "ok", "text": "Gut.", "statements": [], "summary": {"stance_index": None, "dominant": "neutral"}}
+    html, overview = render_report([("s", [good, {"id": "bad", **broken}])])
+    assert (overview.articles, overview.failed) == (1, 1)
+    assert 'data-article-id="bad"' in html and "not a scored article record" in html
