@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     for threads in sorted({1, physical_cores()}):
         start = time.perf_counter()
         clf = StanceClassifier.load(model, batch_size=args.batch_size, threads=threads)
-        local = list(score_articles(iter_articles([source]), model=clf))
+        local = list(score_articles(iter_articles([source]), model=clf, keep_text=True))  # as the Ray parts (and the JSONL of `score`)
         rows.append((f"local {threads} thread{'s' * (threads > 1)}", threads, time.perf_counter() - start))
         del clf
     statements = sum(len(r["statements"]) for r in local)
