@@ -4,10 +4,9 @@ Why this layout: ``model.safetensors`` stays the one source of truth (``transfor
 still loads the dir), and the graph is a derived, disposable file in ``DIR/exported/``. The graph
 starts *after* the word-embedding lookup: the 250k x 384 table (~370 MB in fp32) would make the
 graph file large and slow to load, while serving only needs a few thousand of its rows. The
-table is read in place from ``model.safetensors`` as a read-only memory map
-(:func:`word_embeddings`), so neither a copy of it nor its pages that no text uses are ever in
-memory, and the values are exactly the trained ones. (So do not retrain *into* a dir that a
-running process serves from: the file is rewritten under the map.)
+rows a batch uses are read from ``model.safetensors`` itself (:class:`WordEmbeddings`), so the
+table is never copied or held in memory, and the values are exactly the trained ones. (So do not
+retrain *into* a dir that a running process serves from: the file is rewritten under it.)
 
 ``exported/manifest.json`` records the key the graph was made for: the SHA-256 of
 ``model.safetensors`` and of ``config.json`` and :data:`EXPORT_VERSION`; a graph whose key differs
@@ -22,7 +21,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import mmap
 import os
 import struct
 import tempfile
@@ -226,27 +224,53 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def word_embeddings(model_dir: Path) -> np.ndarray:
-    """The word-embedding table as a read-only memory map into ``model.safetensors`` (no copy).
+class WordEmbeddings:
+    """Rows of the word-embedding table, read on demand from ``model.safetensors`` (exact values).
 
-    The safetensors layout is an 8-byte little-endian header length, a JSON header with each
-    tensor's dtype, shape and byte range, then the raw little-endian data.
+    Why not the whole table in memory or a memory map: a text uses a few dozen of its 250k rows,
+    but a map's pages stay resident once touched, so after a few thousand texts ~200 MB of the
+    file counted in the process's RSS. Here each batch reads its distinct rows with ``os.pread``
+    (from the page cache after the first time) into a small cache of recent rows, so memory stays
+    bounded at ``cache_rows`` rows whatever the input. The safetensors layout: an 8-byte
+    little-endian header length, a JSON header with each tensor's dtype, shape and byte range,
+    then the raw little-endian data.
     """
-    path = weights_file(model_dir)
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(n))
-    info = header.get(WORD_EMBEDDINGS)
-    if info is None or info["dtype"] not in _SAFETENSORS_DTYPES:
-        raise ExportError(f"{path}: no {WORD_EMBEDDINGS} in F32/F16")
-    start, _end = info["data_offsets"]
-    with open(path, "rb") as fh:
-        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    if hasattr(mmap, "MADV_RANDOM"):
-        # Rows are read at random: without this, the kernel's readahead pulls in ~100 KB around
-        # every row a text uses, and after a few thousand texts most of the table is resident.
-        mapped.madvise(mmap.MADV_RANDOM)
-    dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
-    shape = tuple(info["shape"])
-    table = np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)), offset=8 + n + start)
-    return table.reshape(shape)
+
+    def __init__(self, model_dir: Path, cache_rows: int = 32768) -> None:
+        path = weights_file(model_dir)
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        info = header.get(WORD_EMBEDDINGS)
+        if info is None or info["dtype"] not in _SAFETENSORS_DTYPES or len(info["shape"]) != 2:
+            raise ExportError(f"{path}: no 2-D {WORD_EMBEDDINGS} in F32/F16")
+        self.dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]]).newbyteorder("<")
+        self.rows, self.dim = info["shape"]
+        self._row_bytes = self.dim * self.dtype.itemsize
+        self._offset = 8 + n + info["data_offsets"][0]
+        self._fd = os.open(path, os.O_RDONLY)
+        self._cache: dict[int, np.ndarray] = {}
+        self._cache_rows = cache_rows
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        """float32 rows for an int array of ids, shape ``ids.shape + (dim,)``."""
+        ids = np.asarray(ids)
+        distinct, inverse = np.unique(ids, return_inverse=True)
+        out = np.empty((len(distinct), self.dim), dtype=np.float32)
+        cache = self._cache
+        for j, i in enumerate(distinct.tolist()):
+            row = cache.get(i)
+            if row is None:
+                if not 0 <= i < self.rows:
+                    raise IndexError(f"token id {i} is outside the embedding table (0..{self.rows - 1})")
+                data = os.pread(self._fd, self._row_bytes, self._offset + i * self._row_bytes)
+                row = np.frombuffer(data, dtype=self.dtype).astype(np.float32)
+                if len(cache) >= self._cache_rows:
+                    cache.clear()  # cheap and bounded; frequent rows come back at once
+                cache[i] = row
+            out[j] = row
+        return out[inverse.reshape(-1)].reshape(ids.shape + (self.dim,))
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            os.close(self._fd)

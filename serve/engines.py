@@ -85,9 +85,9 @@ def build(model_dir: Path, backend: str, precision: str, threads: int) -> Engine
 
 
 class GraphEngine:
-    """Shared part of the graph engines: the memory-mapped embedding lookup, the label order (from
-    config.json, like the torch model's) and a lock, so one engine may be called from several
-    threads (one inference request at a time; its threads do the parallel work)."""
+    """Shared part of the graph engines: the embedding lookup (rows read from model.safetensors),
+    the label order (from config.json, like the torch model's) and a lock, so one engine may be
+    called from several threads (one inference request at a time; its threads do the parallel work)."""
 
     name = "graph"
 
@@ -99,12 +99,8 @@ class GraphEngine:
         self.threads = threads
         self.dir = export.ensure_exported(model_dir, int8=int8)
         self.id2label = {int(k): str(v) for k, v in read_config(model_dir)["id2label"].items()}
-        self._table = export.word_embeddings(model_dir)
+        self.embed = export.WordEmbeddings(model_dir)  # token ids -> float32 rows (batch, tokens, hidden)
         self._lock = threading.Lock()
-
-    def embed(self, input_ids: np.ndarray) -> np.ndarray:
-        """Rows of the embedding table, float32 (batch, tokens, hidden)."""
-        return np.asarray(self._table[input_ids], dtype=np.float32)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         words = self.embed(input_ids)

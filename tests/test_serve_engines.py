@@ -133,13 +133,16 @@ def test_an_unwritable_dir_is_served_by_torch(sharp_dir, tmp_path, monkeypatch):
         StanceClassifier.load(model_dir, backend="openvino", threads=1)
 
 
-def test_word_embeddings_are_a_memory_map_of_the_checkpoint(sharp_dir):
+def test_word_embeddings_are_the_checkpoints_rows(sharp_dir):
     from safetensors.numpy import load_file
 
-    table = export.word_embeddings(sharp_dir)
-    assert isinstance(table.base, memoryview) or table.base is not None
-    assert not table.flags.writeable and not table.flags.owndata
-    np.testing.assert_array_equal(table, load_file(sharp_dir / "model.safetensors")[export.WORD_EMBEDDINGS])
+    table = load_file(sharp_dir / "model.safetensors")[export.WORD_EMBEDDINGS]
+    rows = export.WordEmbeddings(sharp_dir, cache_rows=3)  # a small cache: it gets cleared on the way
+    ids = np.array([[0, 5, 5, 7], [len(table) - 1, 1, 2, 3]])
+    for _ in range(2):
+        np.testing.assert_array_equal(rows(ids), table[ids])
+    with pytest.raises(IndexError, match="outside"):
+        rows(np.array([[len(table)]]))
 
 
 @pytest.mark.parametrize(
