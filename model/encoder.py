@@ -18,11 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .format import SUPPORTED_ARCHITECTURE, is_plain_bert  # noqa: F401 (re-exported)
-
-# What this module implements is decided without torch (model.format), so serving can choose an
-# engine before anything heavy is imported.
-is_supported = is_plain_bert
+# Which configs this module implements is model.format.is_plain_bert (torch-free, so serving can
+# choose an engine before anything heavy is imported).
 _MASKED = -10000.0
 
 

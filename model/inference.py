@@ -63,19 +63,13 @@ def batched_logits(model: Any, tokenizer: Any, texts: Sequence[str], max_length:
     import torch
 
     with torch.inference_mode():
-        return _batched_logits(model, tokenizer, texts, max_length, batch_size)
-
-
-def _batched_logits(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int) -> Any:
-    import torch
-
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
-    ids = enc["input_ids"]
-    out = torch.empty(len(ids), model.config.num_labels)
-    was_training = model.training
-    model.eval()
-    for batch in length_sorted_batches([len(x) for x in ids], batch_size):
-        padded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
-        out[batch] = model(**padded).logits.float()
-    model.train(was_training)
-    return out
+        enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+        ids = enc["input_ids"]
+        out = torch.empty(len(ids), model.config.num_labels)
+        was_training = model.training
+        model.eval()
+        for batch in length_sorted_batches([len(x) for x in ids], batch_size):
+            padded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+            out[batch] = model(**padded).logits.float()
+        model.train(was_training)
+        return out

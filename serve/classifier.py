@@ -242,7 +242,7 @@ def _load(path: Path, raw: dict[str, Any]) -> tuple[Any, Any, ModelMeta]:
     """(torch model, tokenizer, meta): plain BERT classifiers without transformers, anything else with it."""
     from ..model import encoder
 
-    if not (encoder.is_supported(raw) and (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()):
+    if not (is_plain_bert(raw) and (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()):
         return load_classifier(path)
     from tokenizers import Tokenizer
 

@@ -94,6 +94,15 @@ def _read_jsonl(
 ) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL file; ``start``/``stop`` (byte offsets at line starts) and ``first_line`` read one
     chunk of it with the whole file's line numbers (the Ray engine scores large files in chunks)."""
+    for lineno, obj, ok in json_lines(file, file_id, start, stop, first_line):
+        yield _article(obj, f"{file_id}:{lineno}", file_id, lineno) if ok else obj
+
+
+def json_lines(
+    file: Path, file_id: str, start: int = 0, stop: int | None = None, first_line: int = 1
+) -> Iterator[tuple[int, dict[str, Any], bool]]:
+    """(line number, object, True) per non-blank line of a JSONL file, or (line number, error record,
+    False) for a line that is not a JSON object (bad UTF-8 or JSON, another JSON type); see ``_read_jsonl``."""
     with file.open("rb") as fh:
         fh.seek(start)
         lines = fh if stop is None else _lines_before(fh, stop - start)
@@ -104,13 +113,13 @@ def _read_jsonl(
             try:
                 obj = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                yield error_record(fallback_id, file_id, lineno, exc)
+                yield lineno, error_record(fallback_id, file_id, lineno, exc), False
                 continue
             if not isinstance(obj, dict):
                 found = f"expected a JSON object, got {type(obj).__name__}"
-                yield error_record(fallback_id, file_id, lineno, found, "TypeError")
+                yield lineno, error_record(fallback_id, file_id, lineno, found, "TypeError"), False
                 continue
-            yield _article(obj, fallback_id, file_id, lineno)
+            yield lineno, obj, True
 
 
 def _lines_before(fh: Iterable[bytes], size: int) -> Iterator[bytes]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 from markupsafe import Markup
 
 from ..model.labels import LABELS
+from .io import json_lines
 
 PAGE_SIZE = 25
 TEMPLATE = "report.html.j2"
@@ -57,18 +57,9 @@ class Overview:
 
 def read_scored(path: Path) -> Iterator[dict[str, Any]]:
     """Records of a scored JSONL file; a line that is not a JSON object becomes an error record."""
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                record = {"error": f"{type(exc).__name__}: {path.name} line {lineno}: {exc}"}
-            if not isinstance(record, dict):
-                record = {"error": f"TypeError: {path.name} line {lineno}: expected a JSON object"}
-            record.setdefault("id", f"{path.name}:{lineno}")
-            yield record
+    for lineno, record, _ok in json_lines(path, path.name):
+        record.setdefault("id", f"{path.name}:{lineno}")
+        yield record
 
 
 def file_sources(paths: Sequence[Path], names: Sequence[str] | None = None) -> list[tuple[str, Iterator[dict[str, Any]]]]:

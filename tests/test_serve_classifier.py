@@ -90,7 +90,7 @@ def test_load_uses_the_plain_torch_bert_and_matches_transformers(tiny_model_dir)
 
 
 def test_plain_bert_refuses_other_configs(tiny_model_dir):
-    from exportstance.model.encoder import is_supported
+    from exportstance.model.format import is_plain_bert as is_supported
     from exportstance.model.format import read_config
 
     raw = read_config(tiny_model_dir)

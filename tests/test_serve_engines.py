@@ -28,7 +28,7 @@ GRAPH_ENGINES = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("ope
 
 
 @pytest.fixture(scope="module")
-def sharp_dir(tmp_path_factory, tiny_model_dir):
+def fitted_dir(tmp_path_factory, tiny_model_dir):
     """The tiny model fitted for a few steps to give these texts all three labels with clear margins
     (its random weights give every text nearly the same output), saved as a model dir."""
     import torch
@@ -46,18 +46,18 @@ def sharp_dir(tmp_path_factory, tiny_model_dir):
         model(**enc, labels=labels).loss.backward()
         optimiser.step()
     model.eval()
-    out = tmp_path_factory.mktemp("sharp")
+    out = tmp_path_factory.mktemp("fitted")
     return save_classifier(model, tokenizer, out, read_meta(model.config))
 
 
 @pytest.fixture(scope="module")
-def reference(sharp_dir):
-    return StanceClassifier.load(sharp_dir, backend="torch", threads=1).predict_proba(TEXTS)
+def reference(fitted_dir):
+    return StanceClassifier.load(fitted_dir, backend="torch", threads=1).predict_proba(TEXTS)
 
 
 @pytest.mark.parametrize(("backend", "precision"), GRAPH_ENGINES)
-def test_every_engine_gives_torchs_labels(sharp_dir, reference, backend, precision):
-    clf = StanceClassifier.load(sharp_dir, backend=backend, precision=precision, threads=1)
+def test_every_engine_gives_torchs_labels(fitted_dir, reference, backend, precision):
+    clf = StanceClassifier.load(fitted_dir, backend=backend, precision=precision, threads=1)
     assert (clf.backend, clf.precision) == (backend, precision)
     probs = clf.predict_proba(TEXTS)
     assert (probs.argmax(axis=1) == reference.argmax(axis=1)).all()
@@ -67,13 +67,13 @@ def test_every_engine_gives_torchs_labels(sharp_dir, reference, backend, precisi
     assert len(set(reference.argmax(axis=1))) > 1  # the texts do get different labels
 
 
-def test_predictions_carry_windows_on_graph_engines(sharp_dir):
-    predictions = StanceClassifier.load(sharp_dir, backend="openvino", precision="fp32", threads=1).predict(TEXTS)
+def test_predictions_carry_windows_on_graph_engines(fitted_dir):
+    predictions = StanceClassifier.load(fitted_dir, backend="openvino", precision="fp32", threads=1).predict(TEXTS)
     assert predictions[-1].n_windows > 1 and predictions[5].n_windows == 1
 
 
-def test_export_is_cached_and_rebuilt_when_the_weights_change(sharp_dir, tmp_path):
-    model_dir = shutil.copytree(sharp_dir, tmp_path / "m")
+def test_export_is_cached_and_rebuilt_when_the_weights_change(fitted_dir, tmp_path):
+    model_dir = shutil.copytree(fitted_dir, tmp_path / "m")
     graph = export.ensure_exported(model_dir) / export.GRAPH_FP32
     built = graph.stat().st_mtime_ns
     export.ensure_exported(model_dir)
@@ -92,8 +92,8 @@ def test_export_is_cached_and_rebuilt_when_the_weights_change(sharp_dir, tmp_pat
     assert export.is_current(model_dir) and graph.stat().st_mtime_ns != built
 
 
-def test_a_changed_config_or_export_version_is_stale(sharp_dir, tmp_path, monkeypatch):
-    model_dir = shutil.copytree(sharp_dir, tmp_path / "m")
+def test_a_changed_config_or_export_version_is_stale(fitted_dir, tmp_path, monkeypatch):
+    model_dir = shutil.copytree(fitted_dir, tmp_path / "m")
     export.ensure_exported(model_dir)
     monkeypatch.setattr(export, "EXPORT_VERSION", export.EXPORT_VERSION + 1)
     assert not export.is_current(model_dir)
@@ -103,9 +103,9 @@ def test_a_changed_config_or_export_version_is_stale(sharp_dir, tmp_path, monkey
     assert not export.is_current(model_dir)
 
 
-def test_processes_loading_one_fresh_dir_at_once_share_one_export(sharp_dir, tmp_path, reference):
+def test_processes_loading_one_fresh_dir_at_once_share_one_export(fitted_dir, tmp_path, reference):
     """Ray workers load the same dir together: the lock makes one export it, the others reuse it."""
-    model_dir = shutil.copytree(sharp_dir, tmp_path / "m", ignore=shutil.ignore_patterns(export.EXPORT_DIR))
+    model_dir = shutil.copytree(fitted_dir, tmp_path / "m", ignore=shutil.ignore_patterns(export.EXPORT_DIR))
     code = (
         "import sys, numpy as np; from exportstance.serve.classifier import StanceClassifier; "
         f"p = StanceClassifier.load({str(model_dir)!r}, backend='onnx', threads=1).predict_proba({TEXTS!r}); "
@@ -121,8 +121,8 @@ def test_processes_loading_one_fresh_dir_at_once_share_one_export(sharp_dir, tmp
     assert not [p for p in (model_dir / export.EXPORT_DIR).iterdir() if p.suffix == ".tmp"]
 
 
-def test_an_unwritable_dir_is_served_by_torch(sharp_dir, tmp_path, monkeypatch):
-    model_dir = shutil.copytree(sharp_dir, tmp_path / "m", ignore=shutil.ignore_patterns(export.EXPORT_DIR))
+def test_an_unwritable_dir_is_served_by_torch(fitted_dir, tmp_path, monkeypatch):
+    model_dir = shutil.copytree(fitted_dir, tmp_path / "m", ignore=shutil.ignore_patterns(export.EXPORT_DIR))
 
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Read-only file system")
@@ -133,11 +133,11 @@ def test_an_unwritable_dir_is_served_by_torch(sharp_dir, tmp_path, monkeypatch):
         StanceClassifier.load(model_dir, backend="openvino", threads=1)
 
 
-def test_word_embeddings_are_the_checkpoints_rows(sharp_dir):
+def test_word_embeddings_are_the_checkpoints_rows(fitted_dir):
     from safetensors.numpy import load_file
 
-    table = load_file(sharp_dir / "model.safetensors")[export.WORD_EMBEDDINGS]
-    rows = export.WordEmbeddings(sharp_dir, cache_rows=3)  # a small cache: it gets cleared on the way
+    table = load_file(fitted_dir / "model.safetensors")[export.WORD_EMBEDDINGS]
+    rows = export.WordEmbeddings(fitted_dir, cache_rows=3)  # a small cache: it gets cleared on the way
     ids = np.array([[0, 5, 5, 7], [len(table) - 1, 1, 2, 3]])
     for _ in range(2):
         np.testing.assert_array_equal(rows(ids), table[ids])
@@ -167,9 +167,9 @@ def test_explicit_choices_and_bad_ones():
         engines.choose("tensorrt", None)
 
 
-def test_engine_refuses_a_precision_it_does_not_run(sharp_dir):
+def test_engine_refuses_a_precision_it_does_not_run(fitted_dir):
     with pytest.raises(ValueError, match="openvino"):
-        StanceClassifier.load(sharp_dir, backend="openvino", precision="int8")
+        StanceClassifier.load(fitted_dir, backend="openvino", precision="int8")
 
 
 def test_a_model_that_cannot_be_exported_falls_back_to_torch(tiny_model_dir, tmp_path):
@@ -192,16 +192,16 @@ _NO_TORCH = (
 
 
 @pytest.mark.parametrize("entry", ["api", "cli"])
-def test_the_default_engine_loads_neither_torch_nor_transformers(sharp_dir, tmp_path, entry):
+def test_the_default_engine_loads_neither_torch_nor_transformers(fitted_dir, tmp_path, entry):
     """Through the Python API and the score command (the graph is built at training time)."""
-    export.ensure_exported(sharp_dir)
+    export.ensure_exported(fitted_dir)
     if entry == "api":
         run = (f"from exportstance.serve.classifier import StanceClassifier; "
-               f"clf = StanceClassifier.load({str(sharp_dir)!r}); clf.predict(['Gut.']); "
+               f"clf = StanceClassifier.load({str(fitted_dir)!r}); clf.predict(['Gut.']); "
                "assert clf.backend in ('openvino', 'onnx'), clf.backend")
     else:
         run = (f"from exportstance.cli import main; assert main(['score', {str(REPO / 'examples')!r}, '-o', "
-               f"{str(tmp_path / 'out.jsonl')!r}, '--model', {str(sharp_dir)!r}]) == 0")
+               f"{str(tmp_path / 'out.jsonl')!r}, '--model', {str(fitted_dir)!r}]) == 0")
     done = subprocess.run([sys.executable, "-c", "import sys; " + run + _NO_TORCH],
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
