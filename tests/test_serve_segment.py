@@ -81,3 +81,31 @@ def test_offsets_are_exact_ordered_and_disjoint(text):
         assert previous_end <= s.start < s.end
         assert s.text.strip() and "\n\n" not in s.text
         previous_end = s.end
+
+
+def test_emoji_shortcut_gives_somajo_s_own_tokens():
+    """The emoji-scan shortcut (segment._skip_emoji_scan_without_emoji) changes speed, not output:
+    SoMaJo's tokens and sentences are the same with and without it, on real-news statements and on
+    text with emoji, emoticons and variation selectors."""
+    import json
+    from pathlib import Path
+
+    from somajo import SoMaJo
+
+    rows = Path(__file__).resolve().parents[1] / "labels" / "realnews.jsonl"
+    texts = [json.loads(line)["text"] for line in rows.read_text(encoding="utf-8").splitlines()[:400]]
+    texts += [
+        "Nvidia 🚀 legt zu 👍🏽! Der Kongress ist sauer 😠. ☺️ Exporte? ❤ Nein :-) ok ♥‿♥ 🇩🇪🇺🇸 1️⃣ gut.",
+        "Familie 👨‍👩‍👧 und ✌ Frieden. ©2025 ™ #Chips @Nvidia 🤖🤖🤖 Ende.",
+    ]
+    plain = SoMaJo("de_CMC", split_sentences=True, character_offsets=True)
+    shortcut = default_segmenter()._somajo
+    assert shortcut._tokenizer._split_emojis.__name__ == "split_emojis"  # the shortcut is in place
+
+    def tokens(somajo: SoMaJo) -> list[list[tuple]]:
+        return [
+            [(t.text, t.token_class, t.character_offset) for t in sentence]
+            for sentence in somajo.tokenize_text(texts)
+        ]
+
+    assert tokens(shortcut) == tokens(plain)
