@@ -28,7 +28,8 @@ ENGINE_MODES = {
     "torch-fp32": ("torch", "fp32"),
     "torch-int8": ("torch", "int8"),
     "onnx-fp32": ("onnx", "fp32"),
-    "onnx-int8": ("onnx", "int8"),
+    "onnx-int8": ("onnx", "int8"),  # with the fp32 recheck of unsure rows (the engine's default)
+    "onnx-int8-plain": ("onnx", "int8"),  # recheck off: plain dynamic int8, for comparison
     "openvino-fp32": ("openvino", "fp32"),
     "openvino-bf16": ("openvino", "bf16"),
     "default": ("auto", None),
@@ -93,12 +94,12 @@ def report(args: argparse.Namespace) -> int:
     print("cold start: a fresh interpreter's serving imports + StanceClassifier.load; RSS load: peak RSS "
           "by then; RSS peak: after scoring everything\n")
     naive = results.get("naive", {}).get("rate")
-    head = (f"{'mode':<15}{'stmts/s':>9}{'vs naive':>9}{'agree real':>11}{'max|dp|':>9}"
+    head = (f"{'mode':<16}{'stmts/s':>9}{'vs naive':>9}{'agree real':>11}{'max|dp|':>9}"
             f"{'agree synth':>12}{'max|dp|':>9}{'RSS load':>10}{'RSS peak':>10}{'cold start':>11}")
     print(head)
     for mode, r in results.items():
         if "error" in r:
-            print(f"{mode:<15}  failed: {r['error']}")
+            print(f"{mode:<16}  failed: {r['error']}")
             continue
         ratio = f"{r['rate'] / naive:.2f}x" if naive else "-"
         cells = []
@@ -107,7 +108,10 @@ def report(args: argparse.Namespace) -> int:
             cells.append(f"{agree:>11}{dp:>9}" if key == "real" else f"{agree:>12}{dp:>9}")
         cold = f"{r['cold_s']:.2f} s" if "cold_s" in r else "-"
         load_rss = f"{r['load_rss_mib']:.0f} MiB" if "load_rss_mib" in r else "-"
-        print(f"{mode:<15}{r['rate']:>9.1f}{ratio:>9}{cells[0]}{cells[1]}{load_rss:>10}{r['rss_mib']:>6.0f} MiB{cold:>11}")
+        print(f"{mode:<16}{r['rate']:>9.1f}{ratio:>9}{cells[0]}{cells[1]}{load_rss:>10}{r['rss_mib']:>6.0f} MiB{cold:>11}")
+        if r.get("rechecked_real"):
+            print(f"{'':<16}rechecked in fp32: {100 * r['rechecked_real']:.1f}% of real-news, "
+                  f"{100 * r['rechecked_synthetic']:.1f}% of synthetic statements")
     art = _worker(args, "--articles")
     if "error" in art:
         print(f"\nscore_articles: failed: {art['error']}")
@@ -158,6 +162,10 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
         backend, precision = ENGINE_MODES[mode]
         clf = StanceClassifier.load(args.model, backend=backend, precision=precision,
                                     batch_size=args.batch_size, threads=args.threads)
+        if mode == "onnx-int8-plain":
+            from exportstance.serve.engines import OnnxRuntimeEngine
+
+            clf.engine = OnnxRuntimeEngine(args.model, "int8", clf.threads, recheck_margin=0.0)
         result = {"threads": clf.threads, "engine": f"{clf.backend} {clf.precision}",
                   "cold_s": time.perf_counter() - start,
                   "load_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -171,6 +179,9 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
             predictions = clf.predict(texts)
             result[key] = {"labels": [p.label for p in predictions],
                            "probs": [[round(v, 6) for v in p.scores.values()] for p in predictions]}
+            if hasattr(clf.engine, "rechecked"):  # share of windows int8 was unsure about
+                result[f"rechecked_{key}"] = clf.engine.rechecked / sum(p.n_windows for p in predictions)
+                clf.engine.rechecked = 0
     seconds = []
     for _ in range(max(1, args.repeat)):
         t0 = time.perf_counter()

@@ -214,16 +214,29 @@ class StanceClassifier:
         return [ids[s : s + self._window] for s in starts]
 
     def _forward(self, windows: Sequence[list[int]], batch_size: int) -> np.ndarray:
-        """Logits (m, 3) in LABELS order, computed in length-sorted, dynamically padded batches."""
-        out = np.empty((len(windows), len(LABELS)), dtype=np.float32)
-        for batch in length_sorted_batches([len(w) for w in windows], batch_size):
-            width = max(len(windows[i]) for i in batch)
+        """Logits (m, 3) in LABELS order; windows int8 is unsure about are run again in fp32
+        (:class:`engines.OnnxRuntimeEngine`), together, so they too fill whole batches."""
+        out = self._logits(self.engine, windows, range(len(windows)), batch_size)
+        exact = getattr(self.engine, "recheck", None)
+        if exact is not None:
+            unsure = np.flatnonzero(engines.top_two_margin(out) < self.engine.recheck_margin)
+            if unsure.size:
+                out[unsure] = self._logits(exact, windows, unsure.tolist(), batch_size)
+                self.engine.rechecked += int(unsure.size)
+        return out
+
+    def _logits(self, engine: Any, windows: Sequence[list[int]], rows: Sequence[int], batch_size: int) -> np.ndarray:
+        """Logits of ``windows[rows]``, computed in length-sorted, dynamically padded batches."""
+        out = np.empty((len(rows), len(LABELS)), dtype=np.float32)
+        for batch in length_sorted_batches([len(windows[i]) for i in rows], batch_size):
+            width = max(len(windows[rows[j]]) for j in batch)
             input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)
-            for row, i in enumerate(batch):
-                input_ids[row, : len(windows[i])] = windows[i]
-                mask[row, : len(windows[i])] = 1
-            out[batch] = self.engine(input_ids, mask)[:, self._columns]
+            for row, j in enumerate(batch):
+                ids = windows[rows[j]]
+                input_ids[row, : len(ids)] = ids
+                mask[row, : len(ids)] = 1
+            out[batch] = engine(input_ids, mask)[:, self._columns]
         return out
 
 

@@ -67,6 +67,29 @@ def test_every_engine_gives_torchs_labels(fitted_dir, reference, backend, precis
     assert len(set(reference.argmax(axis=1))) > 1  # the texts do get different labels
 
 
+@pytest.mark.parametrize(("margin", "everything"), [(0.0, False), (1.01, True)])
+def test_int8_rechecks_unsure_rows_in_fp32(fitted_dir, margin, everything):
+    """Margin 0 is plain int8 (nothing rechecked); above 1 every row is rechecked and so gets the
+    fp32 graph's output exactly; the default margin lies between (bench/recheck_margin.py)."""
+    fp32 = StanceClassifier.load(fitted_dir, backend="onnx", precision="fp32", threads=1)
+    clf = StanceClassifier.load(fitted_dir, backend="onnx", precision="int8", threads=1)
+    assert 0 < clf.engine.recheck_margin == engines.OnnxRuntimeEngine.RECHECK_MARGIN < 1
+    clf.engine = engines.OnnxRuntimeEngine(fitted_dir, "int8", 1, recheck_margin=margin)
+    predictions = clf.predict(TEXTS)
+    probs = np.array([list(p.scores.values()) for p in predictions])
+    assert clf.engine.rechecked == (sum(p.n_windows for p in predictions) if everything else 0)
+    exact = fp32.predict_proba(TEXTS)
+    if everything:
+        np.testing.assert_allclose(probs, exact, atol=1e-6)
+    else:
+        assert np.abs(probs - exact).max() > 1e-6  # int8 really ran
+
+
+def test_top_two_margin():
+    logits = np.log(np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]))
+    np.testing.assert_allclose(engines.top_two_margin(logits), [0.2, 0.7])
+
+
 def test_predictions_carry_windows_on_graph_engines(fitted_dir):
     predictions = StanceClassifier.load(fitted_dir, backend="openvino", precision="fp32", threads=1).predict(TEXTS)
     assert predictions[-1].n_windows > 1 and predictions[5].n_windows == 1
@@ -150,8 +173,9 @@ def test_word_embeddings_are_the_checkpoints_rows(fitted_dir):
     [
         ({"avx2", "avx512f", "avx512_bf16"}, ("openvino", "bf16")),
         ({"avx2", "amx_bf16"}, ("openvino", "bf16")),
-        ({"avx2", "avx512f", "avx512_vnni"}, ("openvino", "fp32")),
-        ({"avx2"}, ("openvino", "fp32")),
+        ({"avx2", "avx512f", "avx512_vnni"}, ("onnx", "int8")),
+        ({"avx2"}, ("onnx", "int8")),
+        ({"sse4_2"}, ("openvino", "fp32")),
     ],
 )
 def test_default_engine_is_chosen_by_cpu_flags(flags, expected):
