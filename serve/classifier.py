@@ -130,8 +130,9 @@ class StanceClassifier:
         ``backend``: ``auto`` (default; by CPU flags, see :func:`engines.choose`), ``openvino``,
         ``onnx`` or ``torch`` (the fp32 reference). ``precision``: ``None`` (bf16 on OpenVINO where
         the CPU has native bf16, else fp32), ``fp32``, ``bf16`` (OpenVINO or torch autocast; fast
-        only with native bf16) or ``int8`` (ONNX Runtime or torch dynamic quantisation; changes
-        about 3% of labels on real news, so opt-in). The exported graph is built on
+        only with native bf16) or ``int8`` (ONNX Runtime: dynamic int8 with an fp32 recheck of
+        the rows it is unsure about, the default on CPUs without native bf16; torch: plain dynamic
+        quantisation, which changes about 5% of labels on real news). The exported graph is built on
         first use and cached in the dir. ``batch_size`` 16: on the 2-core target smaller
         length-sorted batches (less padding) were faster than 32 or 128 (``make bench``).
         ``threads`` defaults to the number of physical cores.
