@@ -34,7 +34,7 @@ def main() -> int:
     texts = [r["text"] for r in read_jsonl(REPO / "labels" / "realnews.jsonl") if r.get("split") == args.split]
     reference = StanceClassifier.load(model, backend="torch", precision="fp32").predict_proba(texts).argmax(1)
 
-    def logits(precision: str, recheck_margin: float | None) -> np.ndarray:
+    def logits(precision: str, recheck_margin: float | None) -> tuple[np.ndarray, OnnxRuntimeEngine]:
         clf = StanceClassifier.load(model, backend="onnx", precision="fp32")
         clf.engine = OnnxRuntimeEngine(model, precision, clf.threads, recheck_margin=recheck_margin)
         # log of the calibrated probabilities times the temperature: the raw logits up to a constant

@@ -59,8 +59,9 @@ def choose(backend: str, precision: str | None, flags: frozenset[str] | None = N
     """Resolve ``backend="auto"`` and ``precision=None`` from the CPU flags.
 
     ``auto`` with a precision takes the fastest engine for it (``make bench``): OpenVINO for fp32
-    and bf16, ONNX Runtime for int8 (always with the fp32 recheck, see :class:`OnnxRuntimeEngine`). A named backend with ``precision=None`` runs bf16 on OpenVINO
-    where the CPU has native bf16, else fp32.
+    and bf16, ONNX Runtime for int8 (with its fp32 recheck, see :class:`OnnxRuntimeEngine`). A
+    named backend with ``precision=None`` runs bf16 on OpenVINO where the CPU has native bf16,
+    else fp32.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
