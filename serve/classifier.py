@@ -1,8 +1,8 @@
 """``StanceClassifier``: calibrated stance predictions for German statements, fast on a CPU.
 
 The forward pass runs in an engine (:mod:`exportstance.serve.engines`): by default an exported
-graph in OpenVINO, in bf16 where the CPU has native bf16 and in fp32 elsewhere, chosen from the
-CPU flags at load time; ``backend="torch"`` is the reference. The graph engines need neither torch
+graph, in OpenVINO bf16 where the CPU has native bf16 and elsewhere in ONNX Runtime int8 with an
+fp32 recheck of the statements int8 is unsure about, chosen from the CPU flags at load time; ``backend="torch"`` is the reference. The graph engines need neither torch
 nor transformers in the process, which keeps the cold start short; the tokenizer is the
 ``tokenizers`` library reading the model dir's ``tokenizer.json``. Architectures other than plain
 BERT load through transformers and run in torch.
