@@ -160,12 +160,12 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
         from exportstance.serve.classifier import StanceClassifier
 
         backend, precision = ENGINE_MODES[mode]
-        clf = StanceClassifier.load(args.model, backend=backend, precision=precision,
-                                    batch_size=args.batch_size, threads=args.threads)
-        if mode == "onnx-int8-plain":
+        if mode == "onnx-int8-plain":  # this interpreter only: load opens no fp32 session at all
             from exportstance.serve.engines import OnnxRuntimeEngine
 
-            clf.engine = OnnxRuntimeEngine(args.model, "int8", clf.threads, recheck_margin=0.0)
+            OnnxRuntimeEngine.RECHECK_MARGIN = 0.0
+        clf = StanceClassifier.load(args.model, backend=backend, precision=precision,
+                                    batch_size=args.batch_size, threads=args.threads)
         result = {"threads": clf.threads, "engine": f"{clf.backend} {clf.precision}",
                   "cold_s": time.perf_counter() - start,
                   "load_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

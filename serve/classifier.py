@@ -2,8 +2,8 @@
 
 The forward pass runs in an engine (:mod:`exportstance.serve.engines`): by default an exported
 graph, in OpenVINO bf16 where the CPU has native bf16 and elsewhere in ONNX Runtime int8 with an
-fp32 recheck of the statements int8 is unsure about, chosen from the CPU flags at load time; ``backend="torch"`` is the reference. The graph engines need neither torch
-nor transformers in the process, which keeps the cold start short; the tokenizer is the
+fp32 recheck of the statements int8 is unsure about, chosen from the CPU flags at load time;
+``backend="torch"`` is the reference. The graph engines need neither torch nor transformers in the process, which keeps the cold start short; the tokenizer is the
 ``tokenizers`` library reading the model dir's ``tokenizer.json``. Architectures other than plain
 BERT load through transformers and run in torch.
 
@@ -128,8 +128,9 @@ class StanceClassifier:
         """Load a trained model dir (default: ``default_model_dir()``, honouring ``$EXPORTSTANCE_MODEL``).
 
         ``backend``: ``auto`` (default; by CPU flags, see :func:`engines.choose`), ``openvino``,
-        ``onnx`` or ``torch`` (the fp32 reference). ``precision``: ``None`` (bf16 on OpenVINO where
-        the CPU has native bf16, else fp32), ``fp32``, ``bf16`` (OpenVINO or torch autocast; fast
+        ``onnx`` or ``torch`` (the fp32 reference). ``precision``: ``None`` (with ``auto``: OpenVINO bf16
+        where the CPU has native bf16, else ONNX Runtime int8 with its recheck; with a named backend:
+        bf16 on OpenVINO with native bf16, else fp32), ``fp32``, ``bf16`` (OpenVINO or torch autocast; fast
         only with native bf16) or ``int8`` (ONNX Runtime: dynamic int8 with an fp32 recheck of
         the rows it is unsure about, the default on CPUs without native bf16; torch: plain dynamic
         quantisation, which changes about 5% of labels on real news). The exported graph is built on
@@ -217,26 +218,25 @@ class StanceClassifier:
     def _forward(self, windows: Sequence[list[int]], batch_size: int) -> np.ndarray:
         """Logits (m, 3) in LABELS order; windows int8 is unsure about are run again in fp32
         (:class:`engines.OnnxRuntimeEngine`), together, so they too fill whole batches."""
-        out = self._logits(self.engine, windows, range(len(windows)), batch_size)
+        out = self._logits(self.engine, windows, batch_size)
         exact = getattr(self.engine, "recheck", None)
         if exact is not None:
             unsure = np.flatnonzero(engines.top_two_margin(out) < self.engine.recheck_margin)
             if unsure.size:
-                out[unsure] = self._logits(exact, windows, unsure.tolist(), batch_size)
+                out[unsure] = self._logits(exact, [windows[i] for i in unsure], batch_size)
                 self.engine.rechecked += int(unsure.size)
         return out
 
-    def _logits(self, engine: Any, windows: Sequence[list[int]], rows: Sequence[int], batch_size: int) -> np.ndarray:
-        """Logits of ``windows[rows]``, computed in length-sorted, dynamically padded batches."""
-        out = np.empty((len(rows), len(LABELS)), dtype=np.float32)
-        for batch in length_sorted_batches([len(windows[i]) for i in rows], batch_size):
-            width = max(len(windows[rows[j]]) for j in batch)
+    def _logits(self, engine: Any, windows: Sequence[list[int]], batch_size: int) -> np.ndarray:
+        """Logits of ``windows`` from ``engine``, computed in length-sorted, dynamically padded batches."""
+        out = np.empty((len(windows), len(LABELS)), dtype=np.float32)
+        for batch in length_sorted_batches([len(w) for w in windows], batch_size):
+            width = max(len(windows[i]) for i in batch)
             input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)
-            for row, j in enumerate(batch):
-                ids = windows[rows[j]]
-                input_ids[row, : len(ids)] = ids
-                mask[row, : len(ids)] = 1
+            for row, i in enumerate(batch):
+                input_ids[row, : len(windows[i])] = windows[i]
+                mask[row, : len(windows[i])] = 1
             out[batch] = engine(input_ids, mask)[:, self._columns]
         return out
 
