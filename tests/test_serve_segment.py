@@ -83,29 +83,38 @@ def test_offsets_are_exact_ordered_and_disjoint(text):
         previous_end = s.end
 
 
-def test_emoji_shortcut_gives_somajo_s_own_tokens():
-    """The emoji-scan shortcut (segment._skip_emoji_scan_without_emoji) changes speed, not output:
-    SoMaJo's tokens and sentences are the same with and without it, on real-news statements and on
-    text with emoji, emoticons and variation selectors."""
+def test_speedups_give_somajo_s_own_tokens():
+    """The emoji-scan shortcut and the one-pass offset alignment (segment._skip_emoji_scan_without_emoji,
+    segment._align_offsets_in_one_pass) change speed, not output: SoMaJo's tokens, classes,
+    offsets and sentences are the same as plain SoMaJo's, on real-news statements and examples/,
+    on text with emoji, emoticons and variation selectors, and on text that takes SoMaJo's own
+    alignment (not NFC, soft hyphens, zero-width and control characters, odd whitespace)."""
     import json
     from pathlib import Path
 
     from somajo import SoMaJo
 
-    rows = Path(__file__).resolve().parents[1] / "labels" / "realnews.jsonl"
-    texts = [json.loads(line)["text"] for line in rows.read_text(encoding="utf-8").splitlines()[:400]]
+    repo = Path(__file__).resolve().parents[1]
+    rows = (repo / "labels" / "realnews.jsonl").read_text(encoding="utf-8").splitlines()[:400]
+    texts = [json.loads(line)["text"] for line in rows]
+    texts += [p.read_text(encoding="utf-8") for p in sorted((repo / "examples").glob("*.txt"))]
     texts += [
         "Nvidia 🚀 legt zu 👍🏽! Der Kongress ist sauer 😠. ☺️ Exporte? ❤ Nein :-) ok ♥‿♥ 🇩🇪🇺🇸 1️⃣ gut.",
         "Familie 👨‍👩‍👧 und ✌ Frieden. ©2025 ™ #Chips @Nvidia 🤖🤖🤖 Ende.",
+        "Die Expo\u0301rte (nicht NFC) steigen. Cafe\u0301-Besitzer klagen.",
+        "Export\u00adkontrollen wirken. Zero\u200bwidth und\u2060Joiner. Tab\tund\u00a0NBSP\u202f.",
+        "Kontroll\u0007zeichen hier. \ufeffBOM am Anfang? „Ja.“ URL https://www.bis.gov/x.html ok.",
+        "A.  B.   C. d. h. usw.   Ende…",
     ]
     plain = SoMaJo("de_CMC", split_sentences=True, character_offsets=True)
-    shortcut = default_segmenter()._somajo
-    assert shortcut._tokenizer._split_emojis.__name__ == "split_emojis"  # the shortcut is in place
+    fast = default_segmenter()._somajo
+    assert fast._tokenizer._split_emojis.__name__ == "split_emojis"  # the shortcuts are in place
+    assert fast._tokenize.__name__ == "tokenize"
 
     def tokens(somajo: SoMaJo) -> list[list[tuple]]:
         return [
-            [(t.text, t.token_class, t.character_offset) for t in sentence]
+            [(t.text, t.token_class, t.original_spelling, t.character_offset, t.space_after) for t in sentence]
             for sentence in somajo.tokenize_text(texts)
         ]
 
-    assert tokens(shortcut) == tokens(plain)
+    assert tokens(fast) == tokens(plain)
