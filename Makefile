@@ -42,6 +42,7 @@ evaluate: model
 
 bench: model
 	$(BIN)/python bench/bench_serve.py
+	$(BIN)/python bench/bench_segment.py
 
 bench-ray: model
 	$(BIN)/python bench/bench_ray.py
