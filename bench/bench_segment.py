@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from exportstance.model.inference import cpu_flags
 from exportstance.serve import segment
 from exportstance.serve.engines import flags_summary
 
@@ -45,7 +44,7 @@ def main() -> int:
             best[name] = min(best[name], time.perf_counter() - start)
     statements = sum(map(len, split["with the speed-ups"]))
     print(f"{source.name}: {len(texts)} articles, {statements} statements (the same in both); "
-          f"CPU flags: {flags_summary(cpu_flags())}; best of {args.rounds} rounds")
+          f"CPU flags: {flags_summary()}; best of {args.rounds} rounds")
     for name, seconds in best.items():
         print(f"{name:<20}{seconds * 1000:>7.0f} ms = {statements / seconds:>5.0f} statements/s")
     print(f"speed-up: {best['SoMaJo as shipped'] / best['with the speed-ups']:.2f}x")
