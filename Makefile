@@ -43,6 +43,7 @@ evaluate: model
 bench: model
 	$(BIN)/python bench/bench_serve.py
 	$(BIN)/python bench/bench_segment.py
+	$(BIN)/python bench/bench_chunking.py
 
 bench-ray: model
 	$(BIN)/python bench/bench_ray.py

@@ -1,5 +1,6 @@
-"""Segmentation speed: ``Segmenter`` with its two SoMaJo speed-ups (``serve/segment.py``: the emoji
-scan only on tokens with an emoji character, the one-pass offset alignment) against the same
+"""Segmentation speed: ``Segmenter`` with its three SoMaJo speed-ups (``serve/segment.py``: the emoji
+scan only on tokens with an emoji character, the word-list patterns tried only near their "." or
+"+"/"&", the one-pass offset alignment) against the same
 ``Segmenter`` on SoMaJo as shipped, on the seed articles (else examples/); interleaved rounds in
 one process, the best round of each counting.
 
@@ -29,6 +30,7 @@ def main() -> int:
     source = seeds if seeds.is_dir() else REPO / "examples"
     texts = [p.read_text(encoding="utf-8") for p in sorted(source.glob("*.txt"))]
     with mock.patch.object(segment, "_skip_emoji_scan_without_emoji", lambda tokenizer: None), \
+         mock.patch.object(segment, "_match_word_lists_only_near_their_mark", lambda tokenizer: None), \
          mock.patch.object(segment, "_align_offsets_in_one_pass", lambda somajo: None):
         shipped = segment.Segmenter()
     segmenters = {"with the speed-ups": segment.Segmenter(), "SoMaJo as shipped": shipped}

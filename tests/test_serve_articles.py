@@ -76,7 +76,7 @@ def test_streaming_reads_only_a_bounded_chunk_ahead(clf):
             consumed += 1
             yield {"id": consumed, "text": "Die Sperren wirken." if consumed % 3 else ""}
 
-    for record in itertools.islice(score_articles(endless(), model=clf, batch_size=batch_size), 120):
+    for record in itertools.islice(score_articles(endless(), model=clf, batch_size=batch_size), 2 * bound):
         yielded += 1
         assert record["id"] == yielded
     assert consumed - yielded <= bound

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exportstance.serve import segment
 from exportstance.serve.segment import default_segmenter
 
 
@@ -84,10 +85,12 @@ def test_offsets_are_exact_ordered_and_disjoint(text):
 
 
 def test_speedups_give_somajo_s_own_tokens():
-    """The emoji-scan shortcut and the one-pass offset alignment (segment._skip_emoji_scan_without_emoji,
-    segment._align_offsets_in_one_pass) change speed, not output: SoMaJo's tokens, classes,
+    """The emoji-scan shortcut, the word-list prefilter and the one-pass offset alignment
+    (segment._skip_emoji_scan_without_emoji, _match_word_lists_only_near_their_mark,
+    _align_offsets_in_one_pass) change speed, not output: SoMaJo's tokens, classes,
     offsets and sentences are the same as plain SoMaJo's, on real-news statements and examples/,
-    on text with emoji, emoticons and variation selectors, and on text that takes SoMaJo's own
+    on text with emoji, emoticons and variation selectors, abbreviations and tokens with "+"/"&"
+    where they are hard to find (first in a block, in brackets, repeated, upper case, the longest), and on text that takes SoMaJo's own
     alignment (not NFC, soft hyphens, zero-width and control characters, odd whitespace)."""
     import json
     from pathlib import Path
@@ -105,11 +108,16 @@ def test_speedups_give_somajo_s_own_tokens():
         "Export\u00adkontrollen wirken. Zero\u200bwidth und\u2060Joiner. Tab\tund\u00a0NBSP\u202f.",
         "Kontroll\u0007zeichen hier. \ufeffBOM am Anfang? „Ja.“ URL https://www.bis.gov/x.html ok.",
         "A.  B.   C. d. h. usw.   Ende…",
+        "Bzw. am Anfang, (vgl. Abb. 3), z.B.u.a. und u.s.w., BZW. groß, geisteswissenschaftl. lang, "
+        "face2face-komm. auch; Geisteswissenschaftlichkeit. Abb.Xyz. und St.Gallen, ca.5 Mrd. Dollar.",
+        "AT&T, C++ und Q&A; S&P 500 fiel, R&D-Budget, H&M & Co., +49 und A+B+C; at&t klein, Fa. B&B.",
     ]
     plain = SoMaJo("de_CMC", split_sentences=True, character_offsets=True)
     fast = default_segmenter()._somajo
     assert fast._tokenizer._split_emojis.__name__ == "split_emojis"  # the shortcuts are in place
     assert fast._tokenize.__name__ == "tokenize"
+    assert isinstance(fast._tokenizer.abbreviation, segment._PrefilteredPattern)
+    assert isinstance(fast._tokenizer.token_with_plus_ampersand, segment._PrefilteredPattern)
 
     def tokens(somajo: SoMaJo) -> list[list[tuple]]:
         return [
