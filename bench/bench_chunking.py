@@ -39,7 +39,7 @@ def main() -> int:
 
     results = {}
     for n in map(int, args.chunk_batches.split(",")):  # the chunks score_articles makes (its _chunks)
-        chunks = articles._chunks(iter(passages), args.batch_size, n * args.batch_size, keep_text=False)
+        chunks = articles._chunks(iter(passages), n * args.batch_size, keep_text=False)
         calls = [[s.text for _, statements in chunk for s in statements or ()] for chunk in chunks]
         results[n] = (sum(computed(c)[0] for c in calls), len(calls))
     statements = [t for c in calls for t in c]

@@ -1,7 +1,7 @@
 """Score whole articles: split into statements, classify them, summarise the article's stance.
 
 Streaming: articles are read from the iterable in bounded chunks (enough statements for 32
-batches, or at most as many articles; the first one batch); while one chunk is scored and yielded, a thread reads and
+batches, or at most as many articles); while one chunk is scored and yielded, a thread reads and
 segments the next ones, at most two ahead, so at most three chunks are held and a generator of a
 million articles is never held in memory. Exactly one record comes out per article,
 in input order; a bad article gives an error record instead of stopping the run.
@@ -105,7 +105,7 @@ def _stream(
     """Score each chunk's statements in one ``predict`` call and yield its records, while the next
     chunk is read and segmented in a thread (so segmenting never idles the engine)."""
     total = len(articles) if isinstance(articles, Sized) else None
-    chunks = _prefetched(_chunks(iter(articles), batch_size, CHUNK_BATCHES * batch_size, keep_text))
+    chunks = _prefetched(_chunks(iter(articles), CHUNK_BATCHES * batch_size, keep_text))
     with tqdm(desc="scoring", total=total, unit=" articles", file=sys.stderr, disable=not progress) as bar:
         for chunk in chunks:
             texts = [s.text for _, statements in chunk for s in statements or ()]
@@ -122,13 +122,12 @@ def _stream(
 _Chunk = list[tuple[dict[str, Any], "list[Statement] | None"]]
 
 
-def _chunks(source: Iterator[Any], first: int, bound: int, keep_text: bool) -> Iterator[_Chunk]:
-    """Chunks of (record to fill, statements): the first of ``first`` articles or statements, so the
-    engine waits only for one batch, then of ``bound`` each, large enough for length sorting to pad
-    little. (Chunks growing 16, 32, 64, ... left the five seed articles in three small pools.)"""
+def _chunks(source: Iterator[Any], bound: int, keep_text: bool) -> Iterator[_Chunk]:
+    """Chunks of (record to fill, statements), each of ``bound`` statements or articles, the first
+    too: every chunk is one length-sorted pool, and a small first chunk (one batch, so that the
+    engine started at once) cost more in padding than its head start won back (``make bench``)."""
     segmenter = default_segmenter()
     position = 0
-    size = first
     while True:
         chunk: _Chunk = []
         n_statements = 0
@@ -137,12 +136,11 @@ def _chunks(source: Iterator[Any], first: int, bound: int, keep_text: bool) -> I
             position += 1
             chunk.append((record, statements))
             n_statements += len(statements or ())
-            if len(chunk) >= size or n_statements >= size:
+            if len(chunk) >= bound or n_statements >= bound:
                 break
         if not chunk:
             return
         yield chunk
-        size = bound
 
 
 def _prefetched(items: Iterator[_Chunk], depth: int = 1) -> Iterator[_Chunk]:
