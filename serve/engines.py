@@ -139,7 +139,7 @@ class OnnxRuntimeEngine(GraphEngine):
         super().__init__(model_dir, precision, threads, int8=precision == "int8")
         import onnxruntime as ort
 
-        from ..model.export import GRAPH_FP32, GRAPH_INT8
+        from ..model.export import GRAPH_FP32, GRAPH_INT8, onnxruntime_optimized
 
         margin = self.RECHECK_MARGIN if recheck_margin is None else recheck_margin
         self.recheck_margin = margin if precision == "int8" else 0.0
@@ -148,7 +148,7 @@ class OnnxRuntimeEngine(GraphEngine):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        graph = self.dir / (GRAPH_INT8 if precision == "int8" else GRAPH_FP32)
+        graph = onnxruntime_optimized(model_dir, GRAPH_INT8 if precision == "int8" else GRAPH_FP32)
         self._session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.recheck: OnnxRuntimeEngine | None = None
         if self.recheck_margin > 0:

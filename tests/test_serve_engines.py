@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,6 +114,27 @@ def test_export_is_cached_and_rebuilt_when_the_weights_change(fitted_dir, tmp_pa
     assert not export.is_current(model_dir)
     export.ensure_exported(model_dir)
     assert export.is_current(model_dir) and graph.stat().st_mtime_ns != built
+
+
+def test_onnxruntime_saves_its_optimised_graph_once_with_the_same_logits(fitted_dir, tmp_path, monkeypatch):
+    model_dir = shutil.copytree(fitted_dir, tmp_path / "m")
+    cache = model_dir / export.EXPORT_DIR / export.ONNXRUNTIME_CACHE
+    first = StanceClassifier.load(model_dir, backend="onnx", precision="int8", threads=1)
+    saved = sorted(cache.rglob("*.onnx"))
+    assert sorted(p.name for p in saved) == sorted([export.GRAPH_FP32, export.GRAPH_INT8])  # int8 + its recheck
+    assert Path(first.engine._session._model_path) in saved
+    stamps = [p.stat().st_mtime_ns for p in saved]
+    StanceClassifier.load(model_dir, backend="onnx", precision="int8", threads=1)
+    assert [p.stat().st_mtime_ns for p in saved] == stamps  # reused, not rebuilt
+
+    def read_only(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    shutil.rmtree(cache)
+    monkeypatch.setattr(export, "_locked", read_only)
+    unwritable = StanceClassifier.load(model_dir, backend="onnx", precision="int8", threads=1)
+    assert not cache.exists() and Path(unwritable.engine._session._model_path).parent == model_dir / export.EXPORT_DIR
+    np.testing.assert_allclose(first.predict_proba(TEXTS), unwritable.predict_proba(TEXTS), atol=1e-6)
 
 
 def test_a_changed_config_or_export_version_is_stale(fitted_dir, tmp_path, monkeypatch):
