@@ -13,7 +13,9 @@ retrain *into* a dir that a running process serves from: the file is rewritten u
 is rebuilt (:func:`ensure_exported`). Several processes may load one dir at once (Ray workers): the
 check and the export run under an exclusive ``flock`` on ``exported/.lock``, and every file is
 written to a unique temporary name and renamed into place. Building needs torch; using the graph
-does not.
+does not. The runtimes keep their own derived files under ``exported/`` too, keyed by the same
+export key: OpenVINO's compiled graphs (:func:`openvino_cache`) and ONNX Runtime's fused graphs
+(:func:`onnxruntime_optimized`), both saved once to shorten later loads.
 """
 from __future__ import annotations
 
