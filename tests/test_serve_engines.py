@@ -116,6 +116,11 @@ def test_export_is_cached_and_rebuilt_when_the_weights_change(fitted_dir, tmp_pa
     assert export.is_current(model_dir) and graph.stat().st_mtime_ns != built
 
 
+def _read_only(*args, **kwargs):
+    """Stands in for ``export._locked`` on a dir that cannot be written."""
+    raise PermissionError(13, "Read-only file system")
+
+
 def test_onnxruntime_saves_its_optimised_graph_once_with_the_same_logits(fitted_dir, tmp_path, monkeypatch):
     model_dir = shutil.copytree(fitted_dir, tmp_path / "m")
     cache = model_dir / export.EXPORT_DIR / export.ONNXRUNTIME_CACHE
@@ -127,11 +132,8 @@ def test_onnxruntime_saves_its_optimised_graph_once_with_the_same_logits(fitted_
     StanceClassifier.load(model_dir, backend="onnx", precision="int8", threads=1)
     assert [p.stat().st_mtime_ns for p in saved] == stamps  # reused, not rebuilt
 
-    def read_only(*args, **kwargs):
-        raise PermissionError("read-only file system")
-
     shutil.rmtree(cache)
-    monkeypatch.setattr(export, "_locked", read_only)
+    monkeypatch.setattr(export, "_locked", _read_only)
     unwritable = StanceClassifier.load(model_dir, backend="onnx", precision="int8", threads=1)
     assert not cache.exists() and Path(unwritable.engine._session._model_path).parent == model_dir / export.EXPORT_DIR
     np.testing.assert_allclose(first.predict_proba(TEXTS), unwritable.predict_proba(TEXTS), atol=1e-6)
@@ -168,11 +170,7 @@ def test_processes_loading_one_fresh_dir_at_once_share_one_export(fitted_dir, tm
 
 def test_an_unwritable_dir_is_served_by_torch(fitted_dir, tmp_path, monkeypatch):
     model_dir = shutil.copytree(fitted_dir, tmp_path / "m", ignore=shutil.ignore_patterns(export.EXPORT_DIR))
-
-    def read_only(*args, **kwargs):
-        raise PermissionError(13, "Read-only file system")
-
-    monkeypatch.setattr(export, "_locked", read_only)
+    monkeypatch.setattr(export, "_locked", _read_only)
     assert StanceClassifier.load(model_dir, threads=1).backend == "torch"
     with pytest.raises(export.ExportError, match="cannot write"):
         StanceClassifier.load(model_dir, backend="openvino", threads=1)
